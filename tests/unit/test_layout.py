@@ -13,7 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_ROOTS = [ROOT / "operator", ROOT / "worker"]
 
-PROBE = "import operator, sys; print(operator.__file__); sys.exit(not hasattr(operator, 'itemgetter'))"
+PROBE = (
+    "import operator, sys; print(operator.__file__); "
+    "sys.exit(not hasattr(operator, 'itemgetter'))"
+)
 
 
 @pytest.mark.parametrize(
