@@ -1,0 +1,1 @@
+"""KV-cache hand-off from prefill to decode workers over gRPC."""

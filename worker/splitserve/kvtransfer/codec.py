@@ -1,0 +1,143 @@
+"""KV chunks to and from the wire: dtype, shape, checksum and size checks; optional int8."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+
+from splitserve.kvtransfer import kvtransfer_pb2 as pb
+
+CACHE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+INT8 = "int8"
+
+
+class ChunkError(ValueError):
+    """A chunk that must be refused; the message says which field and what was expected."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    for name, value in CACHE_DTYPES.items():
+        if value == dtype:
+            return name
+    raise ValueError(f"KV cache dtype {dtype} cannot be transferred; expected {list(CACHE_DTYPES)}")
+
+
+def _raw(t: torch.Tensor) -> bytes:
+    return t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _tensor(data: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=dtype).view(shape)
+
+
+def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # x: [blocks, block_size, kv_heads, head_dim] -> int8 same shape, scales [blocks, kv_heads]
+    x32 = x.float()
+    scales = x32.abs().amax(dim=(1, 3)).clamp(min=1e-12) / 127.0
+    q = torch.round(x32 / scales[:, None, :, None]).clamp(-127, 127).to(torch.int8)
+    return q, scales
+
+
+def _dequantize(q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (q.float() * scales[:, None, :, None]).to(dtype)
+
+
+def checksum(*parts: bytes) -> int:
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return crc
+
+
+def encode_chunk(
+    layer: int, first_block: int, k: torch.Tensor, v: torch.Tensor, compression: int
+) -> pb.KVChunk:
+    """k, v: [blocks, block_size, kv_heads, head_dim] in the cache dtype."""
+    if k.shape != v.shape or k.dim() != 4:
+        raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must be equal 4-d shapes")
+    if compression == pb.COMPRESSION_INT8:
+        kq, ks = _quantize(k)
+        vq, vs = _quantize(v)
+        parts = (_raw(kq), _raw(vq), _raw(ks), _raw(vs))
+        wire = INT8
+    else:
+        parts = (_raw(k), _raw(v), b"", b"")
+        wire = dtype_name(k.dtype)
+    return pb.KVChunk(
+        layer=layer,
+        first_block=first_block,
+        num_blocks=k.shape[0],
+        dtype=wire,
+        shape=list(k.shape),
+        k=parts[0],
+        v=parts[1],
+        k_scales=parts[2],
+        v_scales=parts[3],
+        crc32=checksum(*parts),
+    )
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """What the receiving side accepts for one reservation."""
+
+    num_layers: int
+    num_blocks: int
+    block_size: int
+    kv_heads: int
+    head_dim: int
+    cache_dtype: torch.dtype
+    compression: int
+    max_chunk_bytes: int
+
+
+def decode_chunk(chunk: pb.KVChunk, spec: ChunkSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validates `chunk` against `spec` and returns k, v in the cache dtype."""
+    size = len(chunk.k) + len(chunk.v) + len(chunk.k_scales) + len(chunk.v_scales)
+    if size > spec.max_chunk_bytes:
+        raise ChunkError(f"chunk of {size} bytes exceeds the limit of {spec.max_chunk_bytes}")
+    if not 0 <= chunk.layer < spec.num_layers:
+        raise ChunkError(f"chunk.layer={chunk.layer}: expected 0..{spec.num_layers - 1}")
+    if chunk.num_blocks == 0 or chunk.first_block + chunk.num_blocks > spec.num_blocks:
+        raise ChunkError(
+            f"chunk blocks [{chunk.first_block}, {chunk.first_block + chunk.num_blocks}) are "
+            f"outside the reservation's {spec.num_blocks} blocks"
+        )
+    shape = (chunk.num_blocks, spec.block_size, spec.kv_heads, spec.head_dim)
+    if tuple(chunk.shape) != shape:
+        raise ChunkError(f"chunk.shape={list(chunk.shape)}: expected {list(shape)}")
+    int8 = spec.compression == pb.COMPRESSION_INT8
+    expected_dtype = INT8 if int8 else dtype_name(spec.cache_dtype)
+    if chunk.dtype != expected_dtype:
+        raise ChunkError(f"chunk.dtype={chunk.dtype!r}: expected {expected_dtype!r}")
+    wire_dtype = torch.int8 if int8 else spec.cache_dtype
+    numel = shape[0] * shape[1] * shape[2] * shape[3]
+    want = numel * wire_dtype.itemsize
+    want_scales = shape[0] * shape[2] * 4 if int8 else 0
+    for name, data, n in (
+        ("k", chunk.k, want),
+        ("v", chunk.v, want),
+        ("k_scales", chunk.k_scales, want_scales),
+        ("v_scales", chunk.v_scales, want_scales),
+    ):
+        if len(data) != n:
+            raise ChunkError(f"chunk.{name} has {len(data)} bytes, expected {n}")
+    if checksum(chunk.k, chunk.v, chunk.k_scales, chunk.v_scales) != chunk.crc32:
+        raise ChunkError(f"chunk.crc32 mismatch for layer {chunk.layer}: data corrupted")
+    k = _tensor(chunk.k, wire_dtype, shape)
+    v = _tensor(chunk.v, wire_dtype, shape)
+    if int8:
+        scale_shape = (shape[0], shape[2])
+        k = _dequantize(k, _tensor(chunk.k_scales, torch.float32, scale_shape), spec.cache_dtype)
+        v = _dequantize(v, _tensor(chunk.v_scales, torch.float32, scale_shape), spec.cache_dtype)
+    return k, v
+
+
+def chunk_bytes(chunk: pb.KVChunk) -> int:
+    return len(chunk.k) + len(chunk.v) + len(chunk.k_scales) + len(chunk.v_scales)
