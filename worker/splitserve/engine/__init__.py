@@ -1,0 +1,1 @@
+"""The engine package; see README for the module map."""
