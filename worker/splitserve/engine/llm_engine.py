@@ -20,7 +20,7 @@ from splitserve.engine.loader import DTYPES, LoadedModel, load_model
 from splitserve.engine.model_runner import ModelRunner
 from splitserve.engine.sampler import Sampler
 from splitserve.engine.sampling_params import SamplingParams
-from splitserve.engine.scheduler import Scheduler
+from splitserve.engine.scheduler import Scheduler, SchedulerOutput
 from splitserve.engine.sequence import Sequence
 from splitserve.engine.tokenizer import Tokenizer
 
@@ -82,6 +82,7 @@ class LLMEngine:
         self.held: dict[str, Sequence] = {}
         self._arrivals = itertools.count()
         self._counters = EngineCounters()
+        self.last_schedule = SchedulerOutput()  # what the current (or last) step runs
         eos = set(loaded.config.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -151,6 +152,7 @@ class LLMEngine:
 
     def step(self, on_layer_done: Callable[[int], None] | None = None) -> list[RequestOutput]:
         out = self.scheduler.schedule()
+        self.last_schedule = out
         if not out.scheduled:
             return []
         for item in out.scheduled:

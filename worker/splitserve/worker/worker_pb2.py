@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from splitserve.kvtransfer import kvtransfer_pb2 as splitserve_dot_kvtransfer_dot_kvtransfer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esplitserve/worker/worker.proto\x12\x14splitserve.worker.v1\x1a&splitserve/kvtransfer/kvtransfer.proto\"\xad\x01\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x07 \x03(\x05\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x42\x07\n\x05_seed\"\x8f\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x36\n\x08sampling\x18\x03 \x01(\x0b\x32$.splitserve.worker.v1.SamplingParams\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\"y\n\rGenerateChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\"L\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"u\n\x0cReserveReply\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x39\n\x08identity\x18\x03 \x01(\x0b\x32\'.splitserve.kvtransfer.v1.ModelIdentity\"\xf8\x01\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x36\n\x08sampling\x18\x03 \x01(\x0b\x32$.splitserve.worker.v1.SamplingParams\x12\x16\n\x0e\x64\x65\x63ode_address\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12:\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32%.splitserve.kvtransfer.v1.Compression\x12\x14\n\x0c\x63hunk_blocks\x18\x07 \x01(\r\"j\n\x0cPrefillReply\x12\x13\n\x0b\x66irst_token\x18\x01 \x01(\x05\x12\x12\n\nbytes_sent\x18\x02 \x01(\x04\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x18\n\x10transfer_seconds\x18\x04 \x01(\x01\"\x0f\n\rHealthRequest\"z\n\x0bHealthReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x39\n\x08identity\x18\x03 \x01(\x0b\x32\'.splitserve.kvtransfer.v1.ModelIdentity\x12\x12\n\nmodel_name\x18\x04 \x01(\t\"\x0e\n\x0c\x44rainRequest\"\x0e\n\x0cStatsRequest\"\xb3\x01\n\nStatsReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x1c\n\x14queued_prompt_tokens\x18\x05 \x01(\x04\x12\x16\n\x0ekv_blocks_used\x18\x06 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\x07 \x01(\r\x12\x14\n\x0creservations\x18\x08 \x01(\r2\xfc\x03\n\x06Worker\x12X\n\x08Generate\x12%.splitserve.worker.v1.GenerateRequest\x1a#.splitserve.worker.v1.GenerateChunk0\x01\x12S\n\x07Reserve\x12$.splitserve.worker.v1.ReserveRequest\x1a\".splitserve.worker.v1.ReserveReply\x12S\n\x07Prefill\x12$.splitserve.worker.v1.PrefillRequest\x1a\".splitserve.worker.v1.PrefillReply\x12P\n\x06Health\x12#.splitserve.worker.v1.HealthRequest\x1a!.splitserve.worker.v1.HealthReply\x12M\n\x05\x44rain\x12\".splitserve.worker.v1.DrainRequest\x1a .splitserve.worker.v1.StatsReply\x12M\n\x05Stats\x12\".splitserve.worker.v1.StatsRequest\x1a .splitserve.worker.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esplitserve/worker/worker.proto\x12\x14splitserve.worker.v1\x1a&splitserve/kvtransfer/kvtransfer.proto\"\xad\x01\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x16\n\x0estop_token_ids\x18\x07 \x03(\x05\x12\x12\n\nignore_eos\x18\x08 \x01(\x08\x42\x07\n\x05_seed\"\x8f\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x36\n\x08sampling\x18\x03 \x01(\x0b\x32$.splitserve.worker.v1.SamplingParams\x12\x16\n\x0ereservation_id\x18\x04 \x01(\t\"y\n\rGenerateChunk\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x15\n\rprompt_tokens\x18\x04 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x05 \x01(\r\"\x8a\x01\n\x0eReserveRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x36\n\x08sampling\x18\x03 \x01(\x0b\x32$.splitserve.worker.v1.SamplingParams\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\"u\n\x0cReserveReply\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x39\n\x08identity\x18\x03 \x01(\x0b\x32\'.splitserve.kvtransfer.v1.ModelIdentity\"\xf8\x01\n\x0ePrefillRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x36\n\x08sampling\x18\x03 \x01(\x0b\x32$.splitserve.worker.v1.SamplingParams\x12\x16\n\x0e\x64\x65\x63ode_address\x18\x04 \x01(\t\x12\x16\n\x0ereservation_id\x18\x05 \x01(\t\x12:\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32%.splitserve.kvtransfer.v1.Compression\x12\x14\n\x0c\x63hunk_blocks\x18\x07 \x01(\r\"j\n\x0cPrefillReply\x12\x13\n\x0b\x66irst_token\x18\x01 \x01(\x05\x12\x12\n\nbytes_sent\x18\x02 \x01(\x04\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x18\n\x10transfer_seconds\x18\x04 \x01(\x01\"\x0f\n\rHealthRequest\"z\n\x0bHealthReply\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x39\n\x08identity\x18\x03 \x01(\x0b\x32\'.splitserve.kvtransfer.v1.ModelIdentity\x12\x12\n\nmodel_name\x18\x04 \x01(\t\"\x0e\n\x0c\x44rainRequest\"\x0e\n\x0cStatsRequest\"\xb3\x01\n\nStatsReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x0f\n\x07running\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x1c\n\x14queued_prompt_tokens\x18\x05 \x01(\x04\x12\x16\n\x0ekv_blocks_used\x18\x06 \x01(\r\x12\x17\n\x0fkv_blocks_total\x18\x07 \x01(\r\x12\x14\n\x0creservations\x18\x08 \x01(\r2\xfc\x03\n\x06Worker\x12X\n\x08Generate\x12%.splitserve.worker.v1.GenerateRequest\x1a#.splitserve.worker.v1.GenerateChunk0\x01\x12S\n\x07Reserve\x12$.splitserve.worker.v1.ReserveRequest\x1a\".splitserve.worker.v1.ReserveReply\x12S\n\x07Prefill\x12$.splitserve.worker.v1.PrefillRequest\x1a\".splitserve.worker.v1.PrefillReply\x12P\n\x06Health\x12#.splitserve.worker.v1.HealthRequest\x1a!.splitserve.worker.v1.HealthReply\x12M\n\x05\x44rain\x12\".splitserve.worker.v1.DrainRequest\x1a .splitserve.worker.v1.StatsReply\x12M\n\x05Stats\x12\".splitserve.worker.v1.StatsRequest\x1a .splitserve.worker.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,24 +38,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_end=416
   _globals['_GENERATECHUNK']._serialized_start=418
   _globals['_GENERATECHUNK']._serialized_end=539
-  _globals['_RESERVEREQUEST']._serialized_start=541
-  _globals['_RESERVEREQUEST']._serialized_end=617
-  _globals['_RESERVEREPLY']._serialized_start=619
-  _globals['_RESERVEREPLY']._serialized_end=736
-  _globals['_PREFILLREQUEST']._serialized_start=739
-  _globals['_PREFILLREQUEST']._serialized_end=987
-  _globals['_PREFILLREPLY']._serialized_start=989
-  _globals['_PREFILLREPLY']._serialized_end=1095
-  _globals['_HEALTHREQUEST']._serialized_start=1097
-  _globals['_HEALTHREQUEST']._serialized_end=1112
-  _globals['_HEALTHREPLY']._serialized_start=1114
-  _globals['_HEALTHREPLY']._serialized_end=1236
-  _globals['_DRAINREQUEST']._serialized_start=1238
-  _globals['_DRAINREQUEST']._serialized_end=1252
-  _globals['_STATSREQUEST']._serialized_start=1254
-  _globals['_STATSREQUEST']._serialized_end=1268
-  _globals['_STATSREPLY']._serialized_start=1271
-  _globals['_STATSREPLY']._serialized_end=1450
-  _globals['_WORKER']._serialized_start=1453
-  _globals['_WORKER']._serialized_end=1961
+  _globals['_RESERVEREQUEST']._serialized_start=542
+  _globals['_RESERVEREQUEST']._serialized_end=680
+  _globals['_RESERVEREPLY']._serialized_start=682
+  _globals['_RESERVEREPLY']._serialized_end=799
+  _globals['_PREFILLREQUEST']._serialized_start=802
+  _globals['_PREFILLREQUEST']._serialized_end=1050
+  _globals['_PREFILLREPLY']._serialized_start=1052
+  _globals['_PREFILLREPLY']._serialized_end=1158
+  _globals['_HEALTHREQUEST']._serialized_start=1160
+  _globals['_HEALTHREQUEST']._serialized_end=1175
+  _globals['_HEALTHREPLY']._serialized_start=1177
+  _globals['_HEALTHREPLY']._serialized_end=1299
+  _globals['_DRAINREQUEST']._serialized_start=1301
+  _globals['_DRAINREQUEST']._serialized_end=1315
+  _globals['_STATSREQUEST']._serialized_start=1317
+  _globals['_STATSREQUEST']._serialized_end=1331
+  _globals['_STATSREPLY']._serialized_start=1334
+  _globals['_STATSREPLY']._serialized_end=1513
+  _globals['_WORKER']._serialized_start=1516
+  _globals['_WORKER']._serialized_end=2024
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,1 @@
+"""The worker process: one engine, a gRPC service, metrics, readiness and drain."""
