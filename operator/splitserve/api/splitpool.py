@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ConfigDict
 from splitserve.api.base import API_VERSION, DNS_SUBDOMAIN_PATTERN, ApiModel, field
 from splitserve.api.model import ModelSpec
-from splitserve.api.pool import MAX_REPLICAS, PoolRole, WorkerTemplate
+from splitserve.api.pool import MAX_REPLICAS, PoolRole, PullPolicy, WorkerTemplate
 from splitserve.api.status import Condition
 
 KIND = "SplitPool"
@@ -29,6 +29,8 @@ class SplitPoolSpec(WorkerTemplate):
         default=1, ge=0, le=MAX_REPLICAS,
     )
     image: str = field("Data-plane image.", min_length=1, max_length=512)
+    image_pull_policy: PullPolicy = field("Pull policy of the worker containers.",
+                                          default=PullPolicy.IF_NOT_PRESENT)
     model: ModelSpec = field("The served model.")
     config_map_name: str = field("ConfigMap holding the engine configuration.", min_length=1,
                                  max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)

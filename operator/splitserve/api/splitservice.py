@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 from pydantic import ConfigDict
 from splitserve.api.base import API_VERSION, ApiModel, field
 from splitserve.api.model import ModelSpec
-from splitserve.api.pool import PoolSpec
+from splitserve.api.pool import PoolSpec, PullPolicy
 from splitserve.api.serving import AutoscalingSpec, KvTransferSpec, RouterSpec
 from splitserve.api.status import Condition, ReplicaCounts, ScalingDecision
 
@@ -16,12 +15,6 @@ KIND = "SplitService"
 PLURAL = "splitservices"
 DEFAULT_IMAGE = "splitserve/worker:0.1.0"
 MAX_DECISIONS = 20
-
-
-class PullPolicy(StrEnum):
-    ALWAYS = "Always"
-    IF_NOT_PRESENT = "IfNotPresent"
-    NEVER = "Never"
 
 
 class SplitServiceSpec(ApiModel):
