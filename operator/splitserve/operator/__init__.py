@@ -1,1 +1,1 @@
-"""The splitserve operator: pure planning of child objects, a thin Kubernetes layer, kopf handlers."""
+"""The splitserve operator: pure planning, a thin Kubernetes layer and kopf handlers."""

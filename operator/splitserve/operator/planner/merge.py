@@ -75,6 +75,8 @@ def differences(desired: Any, observed: Any, path: str = "") -> list[str]:
         for i, (want, have) in enumerate(zip(desired, observed, strict=True)):
             found += differences(want, have, f"{path}[{i}]")
         return found
+    if isinstance(desired, bool) or isinstance(observed, bool):
+        return [] if desired is observed else [path]
     if desired == observed or _same_quantity(desired, observed):
         return []
     return [path]

@@ -172,8 +172,8 @@ def service_status(obj: dict[str, Any], observed: Observed, now: str) -> dict[st
     problems = [Problem(Reason.INVALID_POD_TEMPLATE, role, f"{role}: {_short(msg)}")
                 for role, msg in sorted(observed.template_errors.items())]
     problems += pod_problems(observed.pods, observed.events)
-    rollout = [role.value for role in POOL_ROLES
-               if rolling_out(observed.deployments.get(role), counts[role.value]["desiredReplicas"])]
+    rollout = [role.value for role in POOL_ROLES if rolling_out(
+        observed.deployments.get(role), counts[role.value]["desiredReplicas"])]
     not_ready = [role.value for role in POOL_ROLES
                  if counts[role.value]["readyReplicas"] < counts[role.value]["desiredReplicas"]]
     all_ready = not not_ready and not observed.missing and not rollout
