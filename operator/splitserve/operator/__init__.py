@@ -1,0 +1,1 @@
+"""The splitserve operator: pure planning, a thin Kubernetes layer and kopf handlers."""

@@ -1,0 +1,221 @@
+"""A SplitService → every object it owns, as plain dicts ready to apply.
+
+Order matters only for readability of events: RBAC, ConfigMap, Services, SplitPools, router
+Deployment, PodDisruptionBudgets. Every object carries a controller owner reference to the
+SplitService, so deleting it garbage-collects everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splitserve.api import SplitService, SplitServiceSpec
+from splitserve.api.base import API_VERSION
+from splitserve.api.names import ANNOTATION_CONFIG_HASH, Role
+from splitserve.operator.planner import naming
+from splitserve.operator.planner.config import (
+    CONFIG_DIR,
+    CONFIG_KEY,
+    config_hash,
+    engine_config,
+    render_config,
+)
+from splitserve.operator.planner.pods import (
+    ROUTER_CONTAINER,
+    container_security,
+    field_env,
+    pod_security,
+    probes,
+    resource_requirements,
+)
+
+WORKER_HTTP_PORT = 8080
+ROUTER_DRAIN_SECONDS = 30
+DEFAULT_ROUTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"memory": "512Mi"}}
+
+
+def parse_service(obj: dict[str, Any]) -> SplitService:
+    """Validates a SplitService object; raises pydantic's ValidationError naming the field."""
+    return SplitService.model_validate(
+        {k: obj[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in obj}
+    )
+
+
+def plan_service(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every child object of one SplitService. SplitPools carry `spec.replicas` as the seed for
+    a pool that does not exist yet; the applier never writes it to an existing pool."""
+    svc = parse_service(obj)
+    meta = obj["metadata"]
+    name, namespace = meta["name"], meta.get("namespace", "default")
+    spec = svc.spec
+    data = {CONFIG_KEY: render_config(engine_config(spec, name, namespace))}
+    digest = config_hash(data)
+    return [
+        *_router_rbac(obj, name),
+        {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": naming.child_metadata(obj, naming.config_name(name), naming.labels(name)),
+            "data": data,
+        },
+        _headless_service(obj, name, Role.PREFILL, spec),
+        _headless_service(obj, name, Role.DECODE, spec),
+        _router_service(obj, name, spec),
+        _split_pool(obj, name, Role.PREFILL, spec, digest),
+        _split_pool(obj, name, Role.DECODE, spec, digest),
+        _router_deployment(obj, name, spec, digest),
+        *(_pdb(obj, name, role) for role in (Role.PREFILL, Role.DECODE, Role.ROUTER)),
+    ]
+
+
+def _split_pool(owner: dict[str, Any], name: str, role: Role, spec: SplitServiceSpec,
+                digest: str) -> dict[str, Any]:
+    pool = spec.prefill if role == Role.PREFILL else spec.decode
+    template = pool.to_wire()
+    for key in ("replicas", "minReplicas", "maxReplicas", "image"):
+        template.pop(key, None)
+    pool_spec: dict[str, Any] = {
+        **template,
+        "role": role.value,
+        "service": name,
+        "replicas": pool.replicas,
+        "image": pool.image or spec.image,
+        "imagePullPolicy": spec.image_pull_policy.value,
+        "model": spec.model.to_wire(),
+        "configMapName": naming.config_name(name),
+        "configHash": digest,
+        "httpPort": WORKER_HTTP_PORT,
+        "kvPort": spec.kv_transfer.port,
+    }
+    if spec.kv_transfer.tls_secret_name:
+        pool_spec["tlsSecretName"] = spec.kv_transfer.tls_secret_name
+    return {
+        "apiVersion": API_VERSION, "kind": "SplitPool",
+        "metadata": naming.child_metadata(owner, naming.pool_name(name, role),
+                                          naming.labels(name, role)),
+        "spec": pool_spec,
+    }
+
+
+def _headless_service(owner: dict[str, Any], name: str, role: Role,
+                      spec: SplitServiceSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": naming.child_metadata(owner, naming.pool_name(name, role),
+                                          naming.labels(name, role)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": naming.selector(name, role),
+            "publishNotReadyAddresses": False,
+            "ports": [
+                {"name": "http", "port": WORKER_HTTP_PORT, "targetPort": "http",
+                 "protocol": "TCP"},
+                {"name": "kv", "port": spec.kv_transfer.port, "targetPort": "kv",
+                 "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def _router_service(owner: dict[str, Any], name: str, spec: SplitServiceSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": naming.child_metadata(owner, name, naming.labels(name, Role.ROUTER)),
+        "spec": {
+            "type": spec.router.service_type.value,
+            "selector": naming.selector(name, Role.ROUTER),
+            "ports": [{"name": "http", "port": spec.router.port, "targetPort": "http",
+                       "protocol": "TCP"}],
+        },
+    }
+
+
+def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
+                       digest: str) -> dict[str, Any]:
+    router = spec.router
+    wire = router.resources.to_wire()
+    resources = (resource_requirements(wire.get("requests"), wire.get("limits"), 0)
+                 if wire else DEFAULT_ROUTER_RESOURCES)
+    container: dict[str, Any] = {
+        "name": ROUTER_CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy.value,
+        "args": ["router", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+                 "--port", str(router.port), "--discovery", "endpointslices"],
+        "ports": [{"name": "http", "containerPort": router.port, "protocol": "TCP"}],
+        "env": field_env({
+            "SPLITSERVE_SERVICE": name,
+            "SPLITSERVE_ROLE": Role.ROUTER.value,
+            "SPLITSERVE_PREFILL_SERVICE": naming.pool_name(name, Role.PREFILL),
+            "SPLITSERVE_DECODE_SERVICE": naming.pool_name(name, Role.DECODE),
+            "HOME": "/tmp",
+        }),
+        "resources": resources,
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": container_security(),
+        **probes("http", ROUTER_DRAIN_SECONDS),
+    }
+    router_labels = naming.labels(name, Role.ROUTER)
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": naming.child_metadata(owner, naming.router_name(name), router_labels),
+        "spec": {
+            "replicas": router.replicas,
+            "selector": {"matchLabels": naming.selector(name, Role.ROUTER)},
+            "strategy": {"type": "RollingUpdate",
+                         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "revisionHistoryLimit": 5,
+            "template": {
+                "metadata": {
+                    "labels": router_labels,
+                    "annotations": {ANNOTATION_CONFIG_HASH: digest,
+                                    "kubectl.kubernetes.io/default-container": ROUTER_CONTAINER},
+                },
+                "spec": {
+                    "serviceAccountName": naming.router_name(name),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": naming.config_name(name)}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                    "securityContext": pod_security(),
+                    "terminationGracePeriodSeconds": ROUTER_DRAIN_SECONDS + 15,
+                    "enableServiceLinks": False,
+                },
+            },
+        },
+    }
+
+
+def _pdb(owner: dict[str, Any], name: str, role: Role) -> dict[str, Any]:
+    target = naming.router_name(name) if role == Role.ROUTER else naming.pool_name(name, role)
+    return {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": naming.child_metadata(owner, target, naming.labels(name, role)),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": naming.selector(name, role)}},
+    }
+
+
+def _router_rbac(owner: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    account = naming.router_name(name)
+
+    def meta() -> dict[str, Any]:
+        return naming.child_metadata(owner, account, naming.labels(name, Role.ROUTER))
+
+    namespace = meta()["namespace"]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(),
+         "automountServiceAccountToken": True},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(),
+            "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                       "verbs": ["get", "list", "watch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": meta(),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        },
+    ]
