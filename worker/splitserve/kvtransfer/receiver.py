@@ -49,6 +49,8 @@ class KVReceiver(pb_grpc.KVTransferServicer):
         header = first.header
         mismatch = identity_mismatch(self._host.identity, header.identity)
         if mismatch:
+            # The request cannot complete from this sender; free its blocks for a fresh attempt.
+            self._host.fail(header.reservation_id, mismatch)
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, mismatch)
         try:
             res = self._host.begin_receive(header.reservation_id, header.num_tokens)

@@ -143,7 +143,7 @@ class EngineLoop:
             log.exception("periodic engine task failed")
 
     def _on_layer(self, layer: int) -> None:
-        for item in self.engine.last_schedule.prefills:
+        for item in self.engine.last_schedule.scheduled:
             hook = self._hooks.get(item.seq.seq_id)
             if hook is not None:
                 start = item.seq.num_computed_tokens

@@ -73,6 +73,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         self._draining = threading.Event()
         self._channels: dict[str, grpc.Channel] = {}
         self._channels_lock = threading.Lock()
+        self._bytes_sent = 0
+        self._bytes_lock = threading.Lock()
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -213,6 +215,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         finally:
             self._loop.abort(rid)  # frees the held blocks; the KV now lives on the decode side
         done = time.monotonic()
+        with self._bytes_lock:
+            self._bytes_sent += push.bytes_sent
         log.info("request %s: prefilled and pushed %d bytes", rid, push.bytes_sent)
         return pb.PrefillReply(first_token=first, bytes_sent=push.bytes_sent,
                                compute_seconds=computed - started,
@@ -267,6 +271,8 @@ class WorkerService(pb_grpc.WorkerServicer):
                 kv_blocks_used=engine.blocks.num_used_blocks,
                 kv_blocks_total=engine.blocks.num_blocks,
                 reservations=len(self._reservations),
+                kv_bytes_received=self._reservations.bytes_received,
+                kv_bytes_sent=self._bytes_sent,
             )
         return self._loop.call(read)
 
