@@ -31,7 +31,8 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "splitserve.cli", "worker", "--role", role,
                "--model", str(model), "--grpc-port", "0", "--http-port", "0", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SOURCE_PATH))
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1",
+                                              PYTHONPATH=SOURCE_PATH))
         self.grpc_address, self.http_address = self._wait_ready(timeout_s)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
         self.channel = grpc.insecure_channel(self.grpc_address)
