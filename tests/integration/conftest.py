@@ -7,7 +7,7 @@ import pytest
 
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.tiny_model import SIZES, write_model
-from tests.integration.workers import WorkerProcess
+from splitserve.worker.process import WorkerProcess
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from splitserve.engine.tiny_model import SIZES, write_model
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
 from splitserve.kvtransfer.codec import encode_chunk
 from splitserve.worker import worker_pb2 as pb
+from splitserve.worker.process import WorkerProcess, wait_for
 from tests.integration.test_kv_transfer import disaggregated
-from tests.integration.workers import WorkerProcess, wait_for
 
 LONG = "Paged attention keeps the cache in blocks. " * 14  # ~450 tokens: many slow chunks
 SAMPLING = pb.SamplingParams(max_tokens=8, ignore_eos=True)

@@ -9,7 +9,7 @@ from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
 from splitserve.worker import worker_pb2 as pb
-from tests.integration.workers import WorkerProcess, wait_for
+from splitserve.worker.process import WorkerProcess, wait_for
 
 PROMPTS = [
     "Hello",

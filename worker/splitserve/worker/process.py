@@ -1,4 +1,4 @@
-"""Real worker processes for tests: start, wait until ready (with a deadline), talk, kill."""
+"""A worker as a child process: start it, wait until it is ready (with a deadline), talk, stop."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -17,9 +19,17 @@ from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCE_PATH = os.pathsep.join(str(ROOT / d) for d in ("operator", "worker"))
+T = TypeVar("T")
 READY = re.compile(r"SPLITSERVE_WORKER_READY role=(\S+) grpc=(\S+) http=(\S+)")
+
+
+def child_env() -> dict[str, str]:
+    """The environment for a child that must import the same splitserve code as this process."""
+    import splitserve
+
+    roots = sorted({str(Path(p).parent) for p in splitserve.__path__})
+    path = os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
 
 
 class WorkerProcess:
@@ -31,8 +41,7 @@ class WorkerProcess:
         cmd = [sys.executable, "-m", "splitserve.cli", "worker", "--role", role,
                "--model", str(model), "--grpc-port", "0", "--http-port", "0", *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1",
-                                              PYTHONPATH=SOURCE_PATH))
+                                     env=child_env())
         self.grpc_address, self.http_address = self._wait_ready(timeout_s)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
         self.channel = grpc.insecure_channel(self.grpc_address)
@@ -42,6 +51,7 @@ class WorkerProcess:
     def _wait_ready(self, timeout_s: float) -> tuple[str, str]:
         deadline = time.monotonic() + timeout_s
         assert self.proc.stdout is not None
+        # readline blocks, but the process either prints its ready line or exits (EOF)
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
@@ -77,7 +87,8 @@ class WorkerProcess:
         self._log.close()
 
 
-def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str,
+             interval_s: float = 0.05) -> T:
     """Polls `predicate` until it returns a truthy value; fails naming `what` at the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
