@@ -83,6 +83,7 @@ class LLMEngine:
         self._arrivals = itertools.count()
         self._counters = EngineCounters()
         self.last_schedule = SchedulerOutput()  # what the current (or last) step runs
+        self.last_logits: torch.Tensor | None = None  # [sampling rows, vocab] of that step
         eos = set(loaded.config.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -159,6 +160,7 @@ class LLMEngine:
             req = self.requests[item.seq.seq_id]
             req.max_blocks = max(req.max_blocks, len(item.seq.block_table))
         logits = self.runner.run(out, on_layer_done)  # [sampling rows, vocab]
+        self.last_logits = logits
         sampling = [item.seq for item in out.scheduled if item.completes]
         for item in out.scheduled:
             item.seq.num_computed_tokens += item.num_tokens

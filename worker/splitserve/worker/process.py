@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
-
 from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
+from splitserve.kvtransfer.tls import TLSFiles, open_channel
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 
@@ -34,7 +33,7 @@ def child_env() -> dict[str, str]:
 
 class WorkerProcess:
     def __init__(self, role: str, model: Path, *extra: str, log_dir: Path,
-                 timeout_s: float = 120.0) -> None:
+                 timeout_s: float = 120.0, tls: TLSFiles | None = None) -> None:
         self.role = role
         self.log_path = log_dir / f"{role}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("w")
@@ -44,7 +43,7 @@ class WorkerProcess:
                                      env=child_env())
         self.grpc_address, self.http_address = self._wait_ready(timeout_s)
         threading.Thread(target=self._drain_stdout, daemon=True).start()
-        self.channel = grpc.insecure_channel(self.grpc_address)
+        self.channel = open_channel(self.grpc_address, tls, [])
         self.stub = pb_grpc.WorkerStub(self.channel)
         self.kv = kv_grpc.KVTransferStub(self.channel)
 

@@ -18,6 +18,7 @@ from splitserve.kvtransfer import kvtransfer_pb2 as kv
 from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.kvtransfer.receiver import abort
 from splitserve.kvtransfer.sender import KVPush, PushOptions, TransferError
+from splitserve.kvtransfer.tls import TLSFiles, open_channel
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.engine_loop import EngineLoop, EngineStopped
@@ -38,6 +39,7 @@ class ServiceOptions:
     kv_queue_depth: int = 4
     max_message_bytes: int = 256 << 20
     request_timeout_s: float = 600.0
+    tls: TLSFiles | None = None  # mTLS towards decode workers when set
 
 
 def sampling_from_proto(s: pb.SamplingParams) -> SamplingParams:
@@ -100,7 +102,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             channel = self._channels.get(address)
             if channel is None:
                 limit = self._options.max_message_bytes
-                channel = grpc.insecure_channel(address, options=[
+                channel = open_channel(address, self._options.tls, [
                     ("grpc.max_send_message_length", limit),
                     ("grpc.max_receive_message_length", limit),
                 ])
