@@ -91,7 +91,7 @@ def push_seconds(decode: WorkerProcess, ident: kv.ModelIdentity, ids: list[int],
     header = kv.PushHeader(request_id=rid, reservation_id=res.reservation_id, identity=ident,
                            num_tokens=len(ids))
     t0 = time.perf_counter()
-    push = KVPush(decode.kv, header, PushOptions(chunk_blocks=0, timeout_s=120))
+    push = KVPush(decode.channel, header, PushOptions(chunk_blocks=0, timeout_s=120))
     for layer, (k, v) in enumerate(layers):
         push.send_layer(layer, k, v)
     ack = push.finish(first_token=1)
@@ -102,7 +102,7 @@ def push_seconds(decode: WorkerProcess, ident: kv.ModelIdentity, ids: list[int],
 
 
 def throughput(decode: WorkerProcess, engine: LLMEngine, repeats: int) -> dict[str, float]:
-    ids = prompt_ids(engine, 8191)
+    ids = prompt_ids(engine, engine.max_model_len - 1)
     health = decode.stub.Health(pb.HealthRequest())
     ident = health.identity
     c = engine.model_config
@@ -227,15 +227,19 @@ def main(argv: list[str]) -> int:
         overhead: dict[str, float] = {}
         detail: dict[str, dict[str, float]] = {}
         for n in LENGTHS:
-            ids = prompt_ids(engine, n)
-            ttft_colocated(colocated, ids, f"warm-c{n}")
-            ttft_disaggregated(prefill, decode, ids, f"warm-d{n}")
-            col = statistics.median(ttft_colocated(colocated, ids, f"c{n}-{r}")
+            size = min(n, engine.max_model_len - 1)  # room for the sampled token
+            # a fresh prompt for every run, so no run is served from the prefix cache
+            fresh = iter(prompt_ids(engine, size, salt=100 * i) for i in range(1, 10**6))
+            ttft_colocated(colocated, next(fresh), f"warm-c{n}")
+            ttft_disaggregated(prefill, decode, next(fresh), f"warm-d{n}")
+            col = statistics.median(ttft_colocated(colocated, next(fresh), f"c{n}-{r}")
                                     for r in range(args.repeats))
-            dis = statistics.median(ttft_disaggregated(prefill, decode, ids, f"d{n}-{r}")[0]
-                                    for r in range(args.repeats))
+            dis = statistics.median(
+                ttft_disaggregated(prefill, decode, next(fresh), f"d{n}-{r}")[0]
+                for r in range(args.repeats))
             overhead[str(n)] = (dis - col) / col
-            detail[str(n)] = {"colocated_ttft_s": col, "disaggregated_ttft_s": dis}
+            detail[str(n)] = {"prompt_tokens": size, "colocated_ttft_s": col,
+                              "disaggregated_ttft_s": dis}
             log(f"{n} tokens: colocated TTFT {col * 1000:.0f} ms, disaggregated "
                 f"{dis * 1000:.0f} ms, overhead {overhead[str(n)]:+.1%}")
         lengths = conv_prompt_lengths(Path(args.trace), args.prompts, 2048)

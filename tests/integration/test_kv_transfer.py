@@ -24,7 +24,8 @@ PROMPTS = [
 
 
 def disaggregated(prefill: WorkerProcess, decode: WorkerProcess, request_id: str,
-                  ids: list[int], sampling: pb.SamplingParams, compression: int = 0,
+                  ids: list[int], sampling: pb.SamplingParams,
+                  compression: kv.Compression = kv.COMPRESSION_NONE,
                   chunk_blocks: int = 2) -> tuple[list[int], pb.PrefillReply]:
     res = decode.stub.Reserve(pb.ReserveRequest(
         request_id=request_id, prompt_token_ids=ids, sampling=sampling), timeout=30)

@@ -15,7 +15,6 @@ import grpc
 from splitserve.engine.llm_engine import RequestOutput
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
-from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.kvtransfer.receiver import abort
 from splitserve.kvtransfer.sender import KVPush, PushOptions, TransferError
 from splitserve.kvtransfer.tls import TLSFiles, open_channel
@@ -191,7 +190,7 @@ class WorkerService(pb_grpc.WorkerServicer):
                                identity=self._reservations.identity,
                                num_tokens=len(request.prompt_token_ids),
                                compression=request.compression)
-        push = KVPush(kv_grpc.KVTransferStub(self._channel(request.decode_address)), header,
+        push = KVPush(self._channel(request.decode_address), header,
                       PushOptions(compression=request.compression,
                                   chunk_blocks=request.chunk_blocks,
                                   queue_depth=self._options.kv_queue_depth,
