@@ -138,7 +138,7 @@ def ttft_disaggregated(prefill: WorkerProcess, decode: WorkerProcess, ids: list[
     sp = pb.SamplingParams(max_tokens=1)
     t0 = time.perf_counter()
     res = decode.stub.Reserve(pb.ReserveRequest(request_id=rid, prompt_token_ids=ids,
-                                                sampling=sp))
+                                                sampling=sp, timeout_ms=600_000))
     first: list[float] = []
 
     def generate() -> None:

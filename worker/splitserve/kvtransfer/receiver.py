@@ -77,9 +77,12 @@ class KVReceiver(pb_grpc.KVTransferServicer):
                 else:
                     raise ChunkError(f"unexpected {kind!r} message after the header")
             raise ChunkError("the push ended without an end message")
-        except (ChunkError, ReservationError) as exc:
+        except ChunkError as exc:
             self._host.fail(res.id, str(exc))
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ReservationError as exc:  # ended meanwhile (expired, or incomplete at the end)
+            self._host.fail(res.id, str(exc))
+            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except BaseException as exc:
             # The sender went away (stream cancelled) or the server is stopping.
             self._host.fail(res.id, f"push interrupted: {exc!r}")

@@ -87,7 +87,7 @@ class Reservations:
               k: torch.Tensor, v: torch.Tensor, nbytes: int) -> None:
         n = k.shape[0]
         with self._lock:
-            self._table.get(reservation.id)  # raises once the reservation ended
+            self._table.touch(reservation.id)  # raises once the reservation ended
             blocks = reservation.block_ids[first_block:first_block + n]
             self._loop.engine.cache.import_layer(layer, blocks, k, v)
             reservation.received.update((layer, first_block + i) for i in range(n))

@@ -145,8 +145,9 @@ class WorkerService(pb_grpc.WorkerServicer):
         context.add_callback(lambda: self._loop.abort(rid))
         if request.reservation_id:
             try:
+                # silence is bounded by the reservation's own deadline, which progress extends
                 res = self._reservations.wait_ready(
-                    request.reservation_id, self._options.reservation_timeout_s)
+                    request.reservation_id, self._options.request_timeout_s)
             except ReservationFailed as exc:
                 abort(context, grpc.StatusCode.ABORTED, str(exc))
             assert res.first_token is not None
