@@ -7,7 +7,6 @@ from dataclasses import astuple
 from pathlib import Path
 
 import pytest
-
 from splitserve.engine.tiny_model import TinySpec, write_model
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from splitserve.engine.config import EngineConfig
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.sampling_params import SamplingParams
@@ -173,7 +172,7 @@ def test_kv_handoff_between_engines_continues_token_for_token(tiny_checkpoint: P
     prefill.release("x")
     assert prefill.free_block_count() == prefill.config.num_blocks
     decode.commit("x", first)
-    out = [o for o in decode.stream() if o.finished][0]
+    out = next(o for o in decode.stream() if o.finished)
     assert out.token_ids == colocated
     assert decode.free_block_count() == decode_free
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
 from splitserve.engine.config import EngineConfig
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.sampling_params import SamplingParams

@@ -7,6 +7,7 @@ layer with `import_kv_layer`, and `commit`s the first token to continue decoding
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -214,7 +215,7 @@ class LLMEngine:
             yield from self.step()
 
     def generate(
-        self, prompts: list[str | list[int]], params: SamplingParams | None = None
+        self, prompts: cabc.Sequence[str | list[int]], params: SamplingParams | None = None
     ) -> list[RequestOutput]:
         ids = [f"gen-{next(self._arrivals)}" for _ in prompts]
         for request_id, prompt in zip(ids, prompts, strict=True):
