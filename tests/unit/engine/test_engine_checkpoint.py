@@ -105,7 +105,8 @@ def test_missing_files_and_tensors_are_named(tiny_checkpoint: Path, tmp_path: Pa
     tensors = load_file(str(tiny_checkpoint / "model.safetensors"))
     del tensors["model.layers.1.mlp.up_proj.weight"]
     save_file(tensors, str(tmp_path / "model.safetensors"))
-    with pytest.raises(ValueError, match=re.escape("missing tensor 'model.layers.1.mlp.up_proj.weight'")):
+    missing = re.escape("missing tensor 'model.layers.1.mlp.up_proj.weight'")
+    with pytest.raises(ValueError, match=missing):
         load_model(tmp_path)
     tensors["model.layers.1.mlp.up_proj.weight"] = torch.zeros(3, 3)
     save_file(tensors, str(tmp_path / "model.safetensors"))

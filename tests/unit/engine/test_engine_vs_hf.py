@@ -9,6 +9,7 @@ sequence stops there, since the continuations legitimately diverge.
 from __future__ import annotations
 
 import random
+from typing import Any
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +34,7 @@ SHAPES = {
                                     seed=3),
     "mistral-gqa": TinySpec(arch="mistral", num_heads=8, num_kv_heads=2, seed=4),
 }
-HF_CLASSES = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
+HF_CLASSES: dict[str, Any] = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
               "mistral": transformers.MistralForCausalLM}
 
 
@@ -42,12 +43,12 @@ def prompts(seed: int, lengths: list[int], vocab: int) -> list[list[int]]:
     return [[rng.randrange(5, vocab) for _ in range(n)] for n in lengths]
 
 
-def hf_model(path: Path, arch: str, dtype: torch.dtype) -> torch.nn.Module:
+def hf_model(path: Path, arch: str, dtype: torch.dtype) -> Any:
     model = HF_CLASSES[arch].from_pretrained(path, dtype=dtype, attn_implementation="eager")
     return model.eval()
 
 
-def hf_logits(model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
+def hf_logits(model: Any, tokens: list[int]) -> torch.Tensor:
     """-> float32 logits [len(tokens), vocab] of one teacher-forced forward."""
     with torch.inference_mode():
         return model(torch.tensor([tokens])).logits[0].float()
@@ -73,7 +74,7 @@ def check_teacher_forced(
 
 
 def check_against_generate(
-    model: torch.nn.Module, prompt: list[int], output: list[int], dtype: str
+    model: Any, prompt: list[int], output: list[int], dtype: str
 ) -> int:
     """The reference's own `generate` (greedy, KV cache) against ours; -> tokens compared."""
     with torch.inference_mode():
