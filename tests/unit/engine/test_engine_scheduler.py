@@ -36,7 +36,7 @@ def advance(s: Scheduler, out: SchedulerOutput) -> None:
 
 
 def run_all(s: Scheduler, limit: int = 500) -> list[SchedulerOutput]:
-    outs = []
+    outs: list[SchedulerOutput] = []
     while s.has_work and len(outs) < limit:
         out = s.schedule()
         assert out.num_tokens <= s.max_num_batched_tokens

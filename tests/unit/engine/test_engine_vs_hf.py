@@ -9,9 +9,9 @@ sequence stops there, since the continuations legitimately diverge.
 from __future__ import annotations
 
 import random
-from typing import Any
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,8 +34,11 @@ SHAPES = {
                                     seed=3),
     "mistral-gqa": TinySpec(arch="mistral", num_heads=8, num_kv_heads=2, seed=4),
 }
-HF_CLASSES: dict[str, Any] = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
-              "mistral": transformers.MistralForCausalLM}
+HF_CLASSES: dict[str, Any] = {
+    "llama": transformers.LlamaForCausalLM,
+    "qwen2": transformers.Qwen2ForCausalLM,
+    "mistral": transformers.MistralForCausalLM,
+}
 
 
 def prompts(seed: int, lengths: list[int], vocab: int) -> list[list[int]]:
