@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import astuple
 from pathlib import Path
 
 import pytest
+import torch
 from splitserve.engine.tiny_model import TinySpec, write_model
 
 
@@ -26,3 +27,12 @@ def make_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[TinyS
 @pytest.fixture(scope="session")
 def tiny_checkpoint(make_checkpoint: Callable[[TinySpec], Path]) -> Path:
     return make_checkpoint(TinySpec())
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads, and on a busy machine spinning threads stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
