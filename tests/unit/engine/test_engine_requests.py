@@ -192,3 +192,28 @@ def test_kv_import_rejects_mismatched_chunks_and_release_frees(tiny_checkpoint: 
         decode.import_kv_layer("nope", 0, good, good)
     decode.release("y")
     assert decode.free_block_count() == free
+
+
+def test_kv_streams_layer_by_layer_during_the_prefill_step(tiny_checkpoint: Path) -> None:
+    """Each layer's blocks are copied out from inside the step, right after that layer ran."""
+    prompt = [23, 5, 88, 140, 7, 19, 301, 66, 2, 45, 11]
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    colocated = fresh(tiny_checkpoint).generate([prompt], params)[0].token_ids
+    prefill, decode = fresh(tiny_checkpoint, block_size=4), fresh(tiny_checkpoint, block_size=4)
+    decode.reserve("z", prompt, params)
+    prefill.add_request("z", prompt, SamplingParams(max_tokens=1), hold_kv=True)
+    sent: list[int] = []
+
+    def ship(layer: int) -> None:
+        completing = [i.seq.seq_id for i in prefill.in_flight.scheduled if i.completes]
+        assert completing == ["z"]
+        k, v = prefill.export_kv("z", layer)
+        decode.import_kv_layer("z", layer, k, v)
+        sent.append(layer)
+
+    [out] = prefill.step(on_layer_done=ship)
+    assert out.finished and sent == list(range(prefill.model_config.num_layers))
+    prefill.release("z")
+    decode.commit("z", out.token_ids[0])
+    final = next(o for o in decode.stream() if o.finished)
+    assert final.token_ids == colocated

@@ -21,7 +21,7 @@ from splitserve.engine.loader import DTYPES, LoadedModel, load_model
 from splitserve.engine.model_runner import ModelRunner
 from splitserve.engine.sampler import Sampler
 from splitserve.engine.sampling_params import SamplingParams
-from splitserve.engine.scheduler import Scheduler
+from splitserve.engine.scheduler import Scheduler, SchedulerOutput
 from splitserve.engine.sequence import Sequence
 from splitserve.engine.tokenizer import Tokenizer
 
@@ -81,6 +81,7 @@ class LLMEngine:
         self.sampler = Sampler(device)
         self.requests: dict[str, _Request] = {}
         self.held: dict[str, Sequence] = {}
+        self.in_flight = SchedulerOutput()  # the step being run, for `on_layer_done` hooks
         self._arrivals = itertools.count()
         self._counters = EngineCounters()
         eos = set(loaded.config.eos_token_ids)
@@ -151,7 +152,10 @@ class LLMEngine:
     # ---- the step ---------------------------------------------------------------------------
 
     def step(self, on_layer_done: Callable[[int], None] | None = None) -> list[RequestOutput]:
+        """One batch: schedule, run the model, sample and finish. `on_layer_done(layer)` runs
+        after each layer's KV of the step is in the cache (for layer-wise streaming)."""
         out = self.scheduler.schedule()
+        self.in_flight = out
         if not out.scheduled:
             return []
         for item in out.scheduled:
@@ -226,9 +230,12 @@ class LLMEngine:
     # ---- KV hand-off ------------------------------------------------------------------------
 
     def held_blocks(self, request_id: str) -> tuple[list[int], int]:
-        """-> (block ids, tokens with KV) of a finished `hold_kv` request or a reservation."""
+        """-> (block ids, tokens with KV) of a finished `hold_kv` request, a reservation, or a
+        running request (inside `on_layer_done`, the blocks of the step in flight)."""
         seq = self.held.get(request_id)
-        if seq is None:
+        if seq is None and request_id in self.requests:
+            seq = self.requests[request_id].seq
+        if seq is None or not seq.block_table:
             raise ValueError(f"request_id={request_id!r} holds no KV blocks")
         return list(seq.block_table), seq.num_computed_tokens
 
