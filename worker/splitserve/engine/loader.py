@@ -83,11 +83,16 @@ def _build_state(
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
         hf_prefix = "" if name.startswith("lm_head") else "model."
-        parts = [read(hf_prefix + n) for n in _checkpoint_name(name)]
+        keys = [hf_prefix + n for n in _checkpoint_name(name)]
+        parts = [read(key) for key in keys]
+        for key, part in zip(keys, parts, strict=True):
+            if tuple(part.shape[1:]) != tuple(param.shape[1:]):
+                raise ValueError(f"checkpoint tensor {key} has shape {tuple(part.shape)}, "
+                                 f"which does not fit {name} {tuple(param.shape)} of config.json")
         tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         if tuple(tensor.shape) != tuple(param.shape):
             raise ValueError(
-                f"checkpoint tensor for {name} has shape {tuple(tensor.shape)}, "
+                f"checkpoint tensors {keys} give {name} shape {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(param.shape)}"
             )
         state[name] = tensor.to(device=device, dtype=dtype)

@@ -1,0 +1,1 @@
+"""Running splitserve on one machine: `splitserve run` and `splitserve demo`."""
