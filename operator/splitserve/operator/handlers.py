@@ -1,0 +1,173 @@
+"""kopf handlers: every trigger leads to one idempotent reconcile.
+
+- create/update/resume of a SplitService or SplitPool, and a periodic timer, reconcile it;
+- events on objects the operator owns (a deleted or edited child) reconcile their SplitService
+  (and, for pool Deployments, their SplitPool), so drift is repaired within seconds.
+Status goes through `patch.status` and only when it changed; kopf keeps its own progress in
+annotations (the schema prunes unknown status fields) and posts no events of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from splitserve.api.base import GROUP, VERSION
+from splitserve.api.names import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGER, Role
+from splitserve.operator import events
+from splitserve.operator.kube import Kube, KubeError, load_config
+from splitserve.operator.planner import naming
+from splitserve.operator.reconcile import (
+    TemplateCache,
+    degraded_note,
+    reconcile_pool,
+    reconcile_service,
+    status_patch,
+)
+from splitserve.operator.runtime import OperatorOptions, Runtime
+
+SERVICES = "splitservices"
+POOLS = "splitpools"
+OWNED = {LABEL_MANAGED_BY: MANAGER}
+AUTOSCALER_FIELDS = ("lastScalingDecisions",)
+log = logging.getLogger(__name__)
+
+
+def plain(value: Any) -> Any:
+    """kopf bodies as plain, independent dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def runtime(memo: kopf.Memo) -> Runtime:
+    found: Runtime = memo["runtime"]
+    return found
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.batching.error_delays = [1, 2, 5, 10, 30]
+    options: OperatorOptions = memo["options"]
+    memo["runtime"] = Runtime(options, Kube(load_config(options.kubeconfig)), TemplateCache())
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        runtime(memo).kube.close()
+
+
+async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
+                             patch: kopf.Patch | None) -> None:
+    meta = obj["metadata"]
+    async with rt.lock(meta["namespace"], meta["name"]):
+        outcome = await asyncio.to_thread(reconcile_service, rt.kube, obj, rt.templates)
+        changes = status_patch(outcome.status, obj.get("status"), AUTOSCALER_FIELDS)
+        notes = list(outcome.notes)
+        note = degraded_note(obj.get("status"), outcome.status)
+        if note is not None:
+            notes.append(note)
+        if changes:
+            if patch is not None:
+                patch.status.update(changes)
+            else:
+                await asyncio.to_thread(rt.kube.patch, "SplitService", meta["namespace"],
+                                        meta["name"], {"status": changes}, "status")
+        if notes:
+            await asyncio.to_thread(events.post, rt.kube, obj, notes)
+    rt.count("SplitService", "error" if outcome.errors else "ok")
+    if outcome.errors:
+        raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
+
+
+@kopf.on.create(GROUP, VERSION, SERVICES)
+@kopf.on.update(GROUP, VERSION, SERVICES)
+@kopf.on.resume(GROUP, VERSION, SERVICES)
+async def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                          **_: Any) -> None:
+    await _reconcile_service(runtime(memo), plain(body), patch)
+
+
+@kopf.timer(GROUP, VERSION, SERVICES, interval=30, initial_delay=5)
+async def service_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                        **_: Any) -> None:
+    await _reconcile_service(runtime(memo), plain(body), patch)
+
+
+async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | None) -> None:
+    meta = obj["metadata"]
+    async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
+        outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
+        changes = status_patch(outcome.status, obj.get("status"))
+        if changes:
+            if patch is not None:
+                patch.status.update(changes)
+            else:
+                await asyncio.to_thread(rt.kube.patch, "SplitPool", meta["namespace"],
+                                        meta["name"], {"status": changes}, "status")
+    rt.count("SplitPool", "error" if outcome.errors else "ok")
+    if outcome.errors:
+        raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
+
+
+@kopf.on.create(GROUP, VERSION, POOLS)
+@kopf.on.update(GROUP, VERSION, POOLS)
+@kopf.on.resume(GROUP, VERSION, POOLS)
+async def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile_pool(runtime(memo), plain(body), patch)
+
+
+@kopf.timer(GROUP, VERSION, POOLS, interval=30, initial_delay=7)
+async def pool_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile_pool(runtime(memo), plain(body), patch)
+
+
+async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -> None:
+    """Reconcile the owners of a child that changed or vanished."""
+    meta = body.get("metadata", {})
+    labels = meta.get("labels", {})
+    service, namespace = labels.get(LABEL_SERVICE), meta.get("namespace")
+    if not service or not namespace or event.get("type") is None:
+        return
+    try:
+        if body.get("kind") == "Deployment" and labels.get("splitserve.io/role") in (
+                Role.PREFILL, Role.DECODE):
+            pool = await asyncio.to_thread(rt.kube.get, "SplitPool", namespace,
+                                           naming.pool_name(service, labels["splitserve.io/role"]))
+            if pool is not None:
+                await _reconcile_pool(rt, pool, None)
+        owner = await asyncio.to_thread(rt.kube.get, "SplitService", namespace, service)
+        if owner is not None and not owner["metadata"].get("deletionTimestamp"):
+            await _reconcile_service(rt, owner, None)
+    except (KubeError, kopf.TemporaryError) as exc:
+        log.warning("reconcile of %s/%s after a child event deferred: %s", namespace, service,
+                    exc)
+
+
+def _register_child(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+    async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
+                          **_: Any) -> None:
+        if event.get("type") in ("DELETED", "MODIFIED"):
+            await _child_event(runtime(memo), event, body)
+
+
+for _group, _version, _plural in [
+    ("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
+    ("", "v1", "serviceaccounts"), ("policy", "v1", "poddisruptionbudgets"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"), (GROUP, VERSION, POOLS),
+]:
+    _register_child(_group, _version, _plural)

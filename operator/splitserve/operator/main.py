@@ -1,0 +1,52 @@
+"""`splitserve operator`: runs the operator out of cluster (kubeconfig) or in cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+
+import kopf
+from splitserve.operator.runtime import OperatorOptions
+
+
+def parse_options(argv: list[str], environ: dict[str, str]) -> OperatorOptions:
+    """Flags win over the environment (SPLITSERVE_NAMESPACES, KUBECONFIG)."""
+    parser = argparse.ArgumentParser(prog="splitserve operator", description=__doc__)
+    parser.add_argument("--kubeconfig", default=environ.get("KUBECONFIG"),
+                        help="kubeconfig path when running outside a cluster")
+    parser.add_argument("--namespace", action="append", default=None,
+                        help="watch only this namespace (repeatable); default: all")
+    parser.add_argument("--liveness-port", type=int, default=None,
+                        help="serve kopf's liveness probe at /healthz on this port")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    namespaces = args.namespace
+    if namespaces is None:
+        namespaces = [n for n in environ.get("SPLITSERVE_NAMESPACES", "").split(",") if n]
+    if args.liveness_port is not None and not 0 < args.liveness_port < 65536:
+        parser.error(f"--liveness-port must be 1..65535, got {args.liveness_port}")
+    return OperatorOptions(kubeconfig=args.kubeconfig, namespaces=tuple(namespaces),
+                           liveness_port=args.liveness_port, verbose=args.verbose)
+
+
+def main(argv: list[str]) -> int:
+    options = parse_options(argv, dict(os.environ))
+    logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if options.kubeconfig:
+        # kopf's own login reads the same kubeconfig as the operator's client
+        os.environ["KUBECONFIG"] = options.kubeconfig
+    from splitserve.operator import handlers  # noqa: F401  (registers the handlers)
+
+    liveness = (f"http://0.0.0.0:{options.liveness_port}/healthz"
+                if options.liveness_port else None)
+    asyncio.run(kopf.operator(
+        standalone=True,
+        clusterwide=not options.namespaces,
+        namespaces=list(options.namespaces),
+        memo=kopf.Memo(options=options),
+        liveness_endpoint=liveness,
+    ))
+    return 0
