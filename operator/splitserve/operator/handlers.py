@@ -88,6 +88,8 @@ async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
         if notes:
             await asyncio.to_thread(events.post, rt.kube, obj, notes)
     rt.count("SplitService", "error" if outcome.errors else "ok")
+    log.info("reconciled SplitService %s/%s: %d status fields, %d events, %d errors",
+             meta["namespace"], meta["name"], len(changes), len(notes), len(outcome.errors))
     if outcome.errors:
         raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
 
@@ -97,12 +99,6 @@ async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
 @kopf.on.resume(GROUP, VERSION, SERVICES)
 async def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                           **_: Any) -> None:
-    await _reconcile_service(runtime(memo), plain(body), patch)
-
-
-@kopf.timer(GROUP, VERSION, SERVICES, interval=30, initial_delay=5)
-async def service_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                        **_: Any) -> None:
     await _reconcile_service(runtime(memo), plain(body), patch)
 
 
@@ -129,11 +125,6 @@ async def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
     await _reconcile_pool(runtime(memo), plain(body), patch)
 
 
-@kopf.timer(GROUP, VERSION, POOLS, interval=30, initial_delay=7)
-async def pool_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _reconcile_pool(runtime(memo), plain(body), patch)
-
-
 async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -> None:
     """Reconcile the owners of a child that changed or vanished."""
     meta = body.get("metadata", {})
@@ -154,6 +145,23 @@ async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -
     except (KubeError, kopf.TemporaryError) as exc:
         log.warning("reconcile of %s/%s after a child event deferred: %s", namespace, service,
                     exc)
+
+
+def register_timers(interval: float) -> None:
+    """Periodic re-observation of every service and pool (status from pods, drift of fields a
+    watch event does not reveal). Registered by `main` with the configured interval."""
+
+    @kopf.timer(GROUP, VERSION, SERVICES, interval=interval, initial_delay=interval / 6,
+                id="service-resync")
+    async def service_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                            **_: Any) -> None:
+        await _reconcile_service(runtime(memo), plain(body), patch)
+
+    @kopf.timer(GROUP, VERSION, POOLS, interval=interval, initial_delay=interval / 4,
+                id="pool-resync")
+    async def pool_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                         **_: Any) -> None:
+        await _reconcile_pool(runtime(memo), plain(body), patch)
 
 
 def _register_child(group: str, version: str, plural: str) -> None:

@@ -20,6 +20,9 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> OperatorOptions:
                         help="watch only this namespace (repeatable); default: all")
     parser.add_argument("--liveness-port", type=int, default=None,
                         help="serve kopf's liveness probe at /healthz on this port")
+    parser.add_argument("--resync-seconds", type=float,
+                        default=float(environ.get("SPLITSERVE_RESYNC_SECONDS", "30")),
+                        help="period of the full re-observation of every object (default 30)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     namespaces = args.namespace
@@ -27,8 +30,11 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> OperatorOptions:
         namespaces = [n for n in environ.get("SPLITSERVE_NAMESPACES", "").split(",") if n]
     if args.liveness_port is not None and not 0 < args.liveness_port < 65536:
         parser.error(f"--liveness-port must be 1..65535, got {args.liveness_port}")
+    if not 1 <= args.resync_seconds <= 86400:
+        parser.error(f"--resync-seconds must be 1..86400, got {args.resync_seconds}")
     return OperatorOptions(kubeconfig=args.kubeconfig, namespaces=tuple(namespaces),
-                           liveness_port=args.liveness_port, verbose=args.verbose)
+                           liveness_port=args.liveness_port, resync_seconds=args.resync_seconds,
+                           verbose=args.verbose)
 
 
 def main(argv: list[str]) -> int:
@@ -38,7 +44,9 @@ def main(argv: list[str]) -> int:
     if options.kubeconfig:
         # kopf's own login reads the same kubeconfig as the operator's client
         os.environ["KUBECONFIG"] = options.kubeconfig
-    from splitserve.operator import handlers  # noqa: F401  (registers the handlers)
+    from splitserve.operator import handlers
+
+    handlers.register_timers(options.resync_seconds)
 
     liveness = (f"http://0.0.0.0:{options.liveness_port}/healthz"
                 if options.liveness_port else None)

@@ -17,6 +17,7 @@ class OperatorOptions:
     kubeconfig: str | None = None
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     liveness_port: int | None = None
+    resync_seconds: float = 30.0
     verbose: bool = False
 
 
