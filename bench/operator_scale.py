@@ -8,14 +8,16 @@ generation, conditions say why pods wait), p50/p99 time from apply to all childr
 the operator's peak RSS, API writes (counted by the API server) per reconcile (counted from the
 operator's log), and writes per minute in the steady state after convergence.
 
-    python bench/operator_scale.py --kubeconfig PATH [--services 200]
+    PYTHONPATH=operator:worker:e2e python bench/operator_scale.py --kubeconfig PATH \
+        [--services 200]
+
+(`e2e` on the path for the shared helpers: the operator process, kubectl, API write counts.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -25,13 +27,10 @@ from typing import Any
 
 import psutil
 import yaml
+from operator_lib import OperatorProcess, kubectl, operator_kind_writes
+from splitserve.operator.kube import Kube, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "e2e"))  # the e2e helpers: operator process, kubectl, API counts
-
-from operator_lib import OperatorProcess, kubectl, operator_kind_writes  # noqa: E402
-
-from splitserve.operator.kube import Kube, load_config  # noqa: E402
 
 KINDS = ["SplitPool", "Deployment", "Service", "ConfigMap", "PodDisruptionBudget",
          "ServiceAccount", "Role", "RoleBinding"]
@@ -76,7 +75,7 @@ def rss_mb(pid: int) -> float:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main(argv: list[str]) -> int:
