@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,7 +61,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30]
     options: OperatorOptions = memo["options"]
-    memo["runtime"] = Runtime(options, Kube(load_config(options.kubeconfig)), TemplateCache())
+    rt = Runtime(options, Kube(load_config(options.kubeconfig)), TemplateCache())
+    if options.metrics_port:
+        rt.telemetry.serve(options.metrics_port)
+    memo["runtime"] = rt
 
 
 @kopf.on.cleanup()
@@ -72,6 +76,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
                              patch: kopf.Patch | None) -> None:
     meta = obj["metadata"]
+    started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"]):
         outcome = await asyncio.to_thread(reconcile_service, rt.kube, obj, rt.templates)
         changes = status_patch(outcome.status, obj.get("status"), AUTOSCALER_FIELDS)
@@ -88,10 +93,25 @@ async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
         if notes:
             await asyncio.to_thread(events.post, rt.kube, obj, notes)
     rt.count("SplitService", "error" if outcome.errors else "ok")
+    _record(rt, "SplitService", meta, started, writes, outcome.errors)
+    for role in ("prefill", "decode"):
+        counts = outcome.status.get(role) or {}
+        rt.telemetry.pool(meta["namespace"], meta["name"], role,
+                          counts.get("desiredReplicas", 0), counts.get("readyReplicas", 0))
     log.info("reconciled SplitService %s/%s: %d status fields, %d events, %d errors",
              meta["namespace"], meta["name"], len(changes), len(notes), len(outcome.errors))
     if outcome.errors:
         raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
+
+
+def _record(rt: Runtime, kind: str, meta: Mapping[str, Any], started: float,
+            writes_before: dict[str, int], errors: list[str]) -> None:
+    service = meta.get("labels", {}).get(LABEL_SERVICE, meta["name"]) if kind == "SplitPool" \
+        else meta["name"]
+    reason = "ApiError" if errors else None
+    rt.telemetry.reconciled(kind, meta["namespace"], service, time.monotonic() - started, reason)
+    for verb, count in rt.kube.writes.items():
+        rt.telemetry.wrote(kind, verb, count - writes_before.get(verb, 0))
 
 
 @kopf.on.create(GROUP, VERSION, SERVICES)
@@ -104,6 +124,7 @@ async def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
 
 async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | None) -> None:
     meta = obj["metadata"]
+    started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
         outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
         changes = status_patch(outcome.status, obj.get("status"))
@@ -114,6 +135,7 @@ async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | 
                 await asyncio.to_thread(rt.kube.patch, "SplitPool", meta["namespace"],
                                         meta["name"], {"status": changes}, "status")
     rt.count("SplitPool", "error" if outcome.errors else "ok")
+    _record(rt, "SplitPool", meta, started, writes, outcome.errors)
     if outcome.errors:
         raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
 

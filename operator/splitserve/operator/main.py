@@ -23,17 +23,22 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> OperatorOptions:
     parser.add_argument("--resync-seconds", type=float,
                         default=float(environ.get("SPLITSERVE_RESYNC_SECONDS", "30")),
                         help="period of the full re-observation of every object (default 30)")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve the operator's Prometheus metrics on this port")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     namespaces = args.namespace
     if namespaces is None:
         namespaces = [n for n in environ.get("SPLITSERVE_NAMESPACES", "").split(",") if n]
-    if args.liveness_port is not None and not 0 < args.liveness_port < 65536:
-        parser.error(f"--liveness-port must be 1..65535, got {args.liveness_port}")
+    for flag, port in (("--liveness-port", args.liveness_port),
+                       ("--metrics-port", args.metrics_port)):
+        if port is not None and not 0 < port < 65536:
+            parser.error(f"{flag} must be 1..65535, got {port}")
     if not 1 <= args.resync_seconds <= 86400:
         parser.error(f"--resync-seconds must be 1..86400, got {args.resync_seconds}")
     return OperatorOptions(kubeconfig=args.kubeconfig, namespaces=tuple(namespaces),
-                           liveness_port=args.liveness_port, resync_seconds=args.resync_seconds,
+                           liveness_port=args.liveness_port,
+                           metrics_port=args.metrics_port, resync_seconds=args.resync_seconds,
                            verbose=args.verbose)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from splitserve.operator.kube import Kube
 from splitserve.operator.reconcile import TemplateCache
+from splitserve.operator.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class OperatorOptions:
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     liveness_port: int | None = None
     resync_seconds: float = 30.0
+    metrics_port: int | None = None
     verbose: bool = False
 
 
@@ -26,6 +28,7 @@ class Runtime:
     options: OperatorOptions
     kube: Kube
     templates: TemplateCache
+    telemetry: Telemetry = field(default_factory=Telemetry.create)
     locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     reconciles: Counter[tuple[str, str]] = field(default_factory=Counter)
 
