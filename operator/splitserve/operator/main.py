@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import warnings
 
 import kopf
 from splitserve.operator.runtime import OperatorOptions
@@ -46,9 +47,8 @@ def main(argv: list[str]) -> int:
     options = parse_options(argv, dict(os.environ))
     logging.basicConfig(level=logging.DEBUG if options.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if options.kubeconfig:
-        # kopf's own login reads the same kubeconfig as the operator's client
-        os.environ["KUBECONFIG"] = options.kubeconfig
+    # a kubeconfig that asks for insecure TLS was the user's choice: say it once, not per call
+    warnings.filterwarnings("once", message="Unverified HTTPS request")
     from splitserve.operator import handlers
 
     handlers.register_timers(options.resync_seconds)
