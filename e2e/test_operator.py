@@ -57,14 +57,28 @@ def containerd_address() -> str:
 
 
 @pytest.fixture(scope="module")
-def env(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def kubeconfig(cluster: Any) -> str:
+    return str(cluster.kubeconfig)
+
+
+def load_standin(cluster: Any, workdir: Path) -> None:
+    if cluster.images_preloaded:
+        return
+    if not cluster.local:
+        pytest.fail(f"load {STANDIN_IMAGE} into the cluster's nodes and set "
+                    "SPLITSERVE_E2E_IMAGES_PRELOADED=1 (see e2e/operator_lib.py)")
+    import_standin(build_standin_archive(workdir / "standin.tar"), containerd_address())
+
+
+@pytest.fixture(scope="module")
+def env(cluster: Any, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Env]:
     kube = Kube(load_config(kubeconfig))
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
             str(ROOT / "manifests" / "crds"))
     for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
         kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
-    archive = build_standin_archive(tmp_path_factory.mktemp("image") / "standin.tar")
-    import_standin(archive, containerd_address())
+    load_standin(cluster, tmp_path_factory.mktemp("image"))
     # the model directory lives on this machine, which is the cluster's only node
     model_dir = Path(tmp_path_factory.mktemp("model"))
     (model_dir / "config.json").write_text('{"model_type": "llama"}\n')

@@ -16,6 +16,11 @@ pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
+def kubeconfig(cluster: Any) -> str:
+    return str(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
 def namespace(kubeconfig: str) -> Iterator[str]:
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
             str(ROOT / "manifests" / "crds"))
