@@ -1,4 +1,4 @@
-"""Control-plane scale: N SplitServices applied at once against the real cluster.
+"""Control-plane scale: N SplitServices applied at once against a real API server.
 
 Most worker pods stay Pending (the node has few GPUs; routers ask for more CPU than the node
 has), which is the point: this measures the operator and the API server, not the workers.
@@ -85,6 +85,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--steady-window", type=float, default=60)
+    parser.add_argument("--quiet", type=float, default=20,
+                        help="seconds without writes that start the steady-state window")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/operator_scale.json")
     args = parser.parse_args(argv)
 
@@ -131,6 +133,18 @@ def main(argv: list[str]) -> int:
                              f"({len(created_at)}/{len(names)} with all children)")
         converge_writes = operator_kind_writes(kube) - writes_before
         reconciles = operator.log_path.read_text().count("reconciled SplitService")
+        # converged services may still report pods progressing; the steady state starts once
+        # the API server has seen no write on the operator's kinds for a whole quiet period
+        settle_deadline = time.monotonic() + args.timeout
+        last, quiet_since = operator_kind_writes(kube), time.monotonic()
+        while time.monotonic() - quiet_since < args.quiet:
+            if time.monotonic() > settle_deadline:
+                raise SystemExit("writes never stopped after convergence")
+            time.sleep(2)
+            now_writes = operator_kind_writes(kube)
+            if now_writes != last:
+                last, quiet_since = now_writes, time.monotonic()
+        settled = time.monotonic() - t0
         steady_start = operator_kind_writes(kube)
         s0 = time.monotonic()
         while time.monotonic() - s0 < args.steady_window:
@@ -147,6 +161,7 @@ def main(argv: list[str]) -> int:
             "services": len(names),
             "converge_seconds": round(converged_at, 1),
             "apply_seconds": round(applied, 1),
+            "settled_seconds": round(settled, 1),
             "apply_to_children_p50_s": round(max(0.0, percentile(latencies, 0.5)), 2),
             "apply_to_children_p99_s": round(max(0.0, percentile(latencies, 0.99)), 2),
             "operator_peak_rss_mb": round(peak, 1),

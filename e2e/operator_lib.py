@@ -181,7 +181,8 @@ OPERATOR_RESOURCES = {"splitservices", "splitpools", "deployments", "services", 
 
 def operator_kind_writes(kube: Kube) -> int:
     """Writes the API server counted on the kinds the operator writes, excluding status
-    writes of built-in kinds (those come from the cluster's own controllers)."""
+    writes of built-in kinds and collection deletes (the cluster's own controllers do those;
+    the operator writes single objects only)."""
     total = 0
     for line in kube.api_server_metrics().splitlines():
         if not line.startswith("apiserver_request_total{"):
@@ -190,6 +191,8 @@ def operator_kind_writes(kube: Kube) -> int:
         labels = dict(part.split("=", 1) for part in labels_text[len("apiserver_request_total{"):-1]
                       .replace('"', "").split(","))
         if labels.get("verb") not in WRITE_VERBS:
+            continue
+        if labels.get("verb") == "DELETE" and labels.get("scope") != "resource":
             continue
         resource, sub = labels.get("resource"), labels.get("subresource", "")
         if resource not in OPERATOR_RESOURCES:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -61,6 +62,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30]
     options: OperatorOptions = memo["options"]
+    # reconciles run their blocking API calls in threads; the API server is close, so more
+    # threads than cores keep latency-bound work moving
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=16))
     rt = Runtime(options, Kube(load_config(options.kubeconfig)), TemplateCache())
     if options.metrics_port:
         rt.telemetry.serve(options.metrics_port)
@@ -177,12 +181,20 @@ async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -
     if not service or not namespace or event.get("type") is None:
         return
     try:
-        if body.get("kind") == "Deployment" and labels.get("splitserve.io/role") in (
-                Role.PREFILL, Role.DECODE):
-            pool = await asyncio.to_thread(rt.kube.get, "SplitPool", namespace,
-                                           naming.pool_name(service, labels["splitserve.io/role"]))
-            if pool is not None:
-                await _reconcile_pool(rt, pool, None)
+        role = labels.get("splitserve.io/role")
+        if body.get("kind") == "Deployment" and role in (Role.PREFILL, Role.DECODE):
+            pool_name = naming.pool_name(service, role)
+            if rt.enqueue(namespace, pool_name, "pool"):
+                async with rt.lock(namespace, pool_name, kind="pool"):
+                    rt.dequeue(namespace, pool_name, "pool")
+                pool = await asyncio.to_thread(rt.kube.get, "SplitPool", namespace, pool_name)
+                if pool is not None:
+                    await _reconcile_pool(rt, pool, None)
+        if not rt.enqueue(namespace, service):
+            return
+        async with rt.lock(namespace, service):
+            rt.dequeue(namespace, service)
+        # read the owner only now, so the reconcile sees everything that happened meanwhile
         owner = await asyncio.to_thread(rt.kube.get, "SplitService", namespace, service)
         if owner is not None and not owner["metadata"].get("deletionTimestamp"):
             await _reconcile_service(rt, owner, None)

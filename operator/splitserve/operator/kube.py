@@ -83,6 +83,7 @@ def load_config(kubeconfig: str | None = None) -> client.Configuration:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = 32  # reconciles run in parallel threads
     return configuration
 
 

@@ -31,11 +31,24 @@ class Runtime:
     telemetry: Telemetry = field(default_factory=Telemetry.create)
     locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     reconciles: Counter[tuple[str, str]] = field(default_factory=Counter)
+    queued: set[tuple[str, str, str]] = field(default_factory=set)
 
     def lock(self, namespace: str, name: str, kind: str = "service") -> asyncio.Lock:
         """One lock per object, so the timer, its own handlers and child events never run two
         reconciles of the same object at once."""
         return self.locks.setdefault((kind, namespace, name), asyncio.Lock())
+
+    def enqueue(self, namespace: str, name: str, kind: str = "service") -> bool:
+        """False when a reconcile of this object is already waiting to run: child events that
+        arrive in a burst (one per child written) collapse into that one reconcile."""
+        key = (kind, namespace, name)
+        if key in self.queued:
+            return False
+        self.queued.add(key)
+        return True
+
+    def dequeue(self, namespace: str, name: str, kind: str = "service") -> None:
+        self.queued.discard((kind, namespace, name))
 
     def count(self, kind: str, result: str) -> None:
         self.reconciles[(kind, result)] += 1
