@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from splitserve.operator import applier
-from splitserve.operator.events import event_object
+from splitserve.operator.events import event_object, grouped
 from splitserve.operator.main import parse_options
 from splitserve.operator.reconcile import Note, degraded_note, status_patch
 
@@ -150,3 +150,10 @@ def test_operator_options_from_flags_and_environment() -> None:
 def test_operator_rejects_a_bad_port() -> None:
     with pytest.raises(SystemExit):
         parse_options(["--liveness-port", "70000"], {})
+
+
+def test_events_of_one_reconcile_are_grouped_by_reason() -> None:
+    notes = [Note("Normal", "Created", "created A"), Note("Normal", "Created", "created B"),
+             Note("Warning", "InsufficientGPU", "decode")]
+    assert grouped(notes) == [Note("Normal", "Created", "created A; created B"),
+                              Note("Warning", "InsufficientGPU", "decode")]

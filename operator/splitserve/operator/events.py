@@ -35,8 +35,16 @@ def event_object(obj: dict[str, Any], note: Note, now: datetime | None = None) -
     }
 
 
-def post(kube: Kube, obj: dict[str, Any], notes: list[Note]) -> None:
+def grouped(notes: list[Note]) -> list[Note]:
+    """One event per (type, reason) of a reconcile: "created 13 objects" is one event."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for note in notes:
+        groups.setdefault((note.type, note.reason), []).append(note.message)
+    return [Note(kind, reason, "; ".join(messages)) for (kind, reason), messages in groups.items()]
+
+
+def post(kube: Kube, obj: dict[str, Any], notes: list[Note]) -> None:
+    for note in grouped(notes):
         try:
             kube.create(event_object(obj, note))
         except KubeError:
