@@ -248,9 +248,22 @@ def test_scale_subresource_is_followed_and_not_reverted(env: Env) -> None:
     assert scale == "2/splitserve.io/service=basic,splitserve.io/role=decode"
 
 
+def settle(env: Env, quiet: float = 20.0, timeout: float = 300.0) -> None:
+    """Waits until the API server has counted no write on the operator's kinds for `quiet`
+    seconds (pods finishing their start-up still change statuses right after Ready)."""
+    last, since, deadline = operator_kind_writes(env.kube), time.monotonic(), \
+        time.monotonic() + timeout
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"writes never stopped:\n{env.operator.log()}"
+        time.sleep(1)
+        now = operator_kind_writes(env.kube)
+        if now != last:
+            last, since = now, time.monotonic()
+
+
 def test_steady_state_writes_nothing(env: Env) -> None:
     ready(env, "basic", timeout=300)
-    # settle: wait until the API server's write count stops moving for one timer period
+    settle(env)
     window = 60.0
     start = operator_kind_writes(env.kube)
     t0 = time.monotonic()
