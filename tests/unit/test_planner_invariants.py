@@ -15,13 +15,13 @@ from splitserve.operator.planner.merge import differences
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
-SOURCES = [
+SOURCES: list[dict[str, Any]] = [
     {"hostPath": "/models/m"},
     {"pvc": {"claimName": "weights"}},
     {"pvc": {"claimName": "weights", "subPath": "llama/8b"}},
     {"image": {"reference": "registry.local/weights:1", "path": "/weights"}},
 ]
-RESOURCES = [
+RESOURCES: list[dict[str, Any]] = [
     {"gpus": 0},
     {"gpus": 1, "requests": {"cpu": "2", "memory": "8Gi"}},
     {"gpus": 8, "requests": {"cpu": "500m"}, "limits": {"cpu": 4, "memory": "64Gi",
