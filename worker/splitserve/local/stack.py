@@ -78,7 +78,7 @@ class LocalStack:
             return  # reported by the caller's own wait_ready
         assert child.ready_at is not None
         progress(f"{child.name} ready in {child.ready_at - child.started_at:.1f}s "
-                 f"(grpc {child.ready_fields.get('grpc')})")
+                 f"(grpc {child.ready_fields.get('grpc')}, http {child.ready_fields.get('http')})")
 
     def status(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.url + "/status", timeout=2) as resp:
