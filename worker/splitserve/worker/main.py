@@ -77,7 +77,7 @@ class Worker:
         self.service = WorkerService(self.loop, self.reservations, ServiceOptions(
             role=cfg.role, model_name=cfg.model_name,
             reservation_timeout_s=cfg.reservation_timeout_s, push_timeout_s=cfg.push_timeout_s,
-            max_message_bytes=cfg.max_message_bytes, tls=self.tls))
+            max_message_bytes=cfg.max_message_bytes, tls=self.tls), self.metrics)
         limit = cfg.max_message_bytes
         self.grpc = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
                                 options=[("grpc.max_send_message_length", limit),

@@ -41,7 +41,7 @@ class WorkerMetrics:
         collector = self._collectors.get(metric.name)
         if collector is None:
             collector = self._collectors[metric.name] = build(metric, self.registry)
-        return collector.labels(**self._base, **extra)
+        return collector.labels(**{**self._base, **extra})  # extra may override a base label
 
     def inc(self, metric: m.Metric, amount: float = 1.0, **extra: str) -> None:
         c = self._get(metric, **extra)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from splitserve.api import metrics as names
 from splitserve.engine.llm_engine import RequestOutput
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
@@ -21,6 +22,7 @@ from splitserve.kvtransfer.tls import TLSFiles, open_channel
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.engine_loop import EngineLoop, EngineStopped
+from splitserve.worker.metrics import WorkerMetrics
 from splitserve.worker.prefill import LayerStreamer
 from splitserve.worker.reservations import ReservationFailed, Reservations
 
@@ -64,11 +66,12 @@ def _chunk(out: RequestOutput) -> pb.GenerateChunk:
 
 
 class WorkerService(pb_grpc.WorkerServicer):
-    def __init__(self, loop: EngineLoop, reservations: Reservations, options: ServiceOptions
-                 ) -> None:
+    def __init__(self, loop: EngineLoop, reservations: Reservations, options: ServiceOptions,
+                 metrics: WorkerMetrics | None = None) -> None:
         if options.role not in ROLES:
             raise ValueError(f"role={options.role!r}: expected one of {ROLES}")
         self._loop = loop
+        self._metrics = metrics
         self._reservations = reservations
         self._options = options
         self._draining = threading.Event()
@@ -95,6 +98,16 @@ class WorkerService(pb_grpc.WorkerServicer):
             return sampling_from_proto(s)
         except ValueError as exc:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    def _transferred(self, direction: str, nbytes: int, seconds: float | None) -> None:
+        if self._metrics is not None:
+            self._metrics.inc(names.KV_TRANSFER_BYTES, nbytes, direction=direction)
+            if seconds is not None:
+                self._metrics.observe(names.KV_TRANSFER_SECONDS, seconds)
+
+    def _transfer_failed(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.inc(names.KV_TRANSFER_FAILURES, reason=reason)
 
     def _channel(self, address: str) -> grpc.Channel:
         with self._channels_lock:
@@ -149,8 +162,10 @@ class WorkerService(pb_grpc.WorkerServicer):
                 res = self._reservations.wait_ready(
                     request.reservation_id, self._options.request_timeout_s)
             except ReservationFailed as exc:
+                self._transfer_failed("reservation_failed")
                 abort(context, grpc.StatusCode.ABORTED, str(exc))
             assert res.first_token is not None
+            self._transferred("received", res.bytes_received, None)
             self._loop.commit(rid, res.first_token, outputs.put)
             prompt_tokens = res.num_tokens
         else:
@@ -211,6 +226,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             push.finish(first)
         except TransferError as exc:
             push.abort()
+            self._transfer_failed("retryable" if exc.retryable else "refused")
             code = grpc.StatusCode.UNAVAILABLE if exc.retryable \
                 else grpc.StatusCode.FAILED_PRECONDITION
             abort(context, code, f"request {rid}: {exc}")
@@ -219,6 +235,7 @@ class WorkerService(pb_grpc.WorkerServicer):
         done = time.monotonic()
         with self._bytes_lock:
             self._bytes_sent += push.bytes_sent
+        self._transferred("sent", push.bytes_sent, done - started)
         log.info("request %s: prefilled and pushed %d bytes", rid, push.bytes_sent)
         return pb.PrefillReply(first_token=first, bytes_sent=push.bytes_sent,
                                compute_seconds=computed - started,

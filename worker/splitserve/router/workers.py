@@ -1,0 +1,75 @@
+"""gRPC channels to the workers and the Stats poller that keeps the registry's loads current."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from splitserve.router.registry import Registry
+from splitserve.worker import worker_pb2 as pb
+from splitserve.worker import worker_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+
+class WorkerClients:
+    """One grpc.aio channel per worker address, closed when discovery drops the address."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, pb_grpc.WorkerStub] = {}
+
+    def stub(self, address: str) -> pb_grpc.WorkerStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[address] = channel
+            stub = self._stubs[address] = pb_grpc.WorkerStub(channel)
+        return stub
+
+    async def retain(self, addresses: set[str]) -> None:
+        for address in set(self._channels) - addresses:
+            self._stubs.pop(address, None)
+            await self._channels.pop(address).close()
+
+    async def close(self) -> None:
+        await self.retain(set())
+
+
+class StatsPoller:
+    """Polls every known worker's Stats RPC each `interval_s`; a failed poll marks it down."""
+
+    def __init__(self, registry: Registry, clients: WorkerClients, interval_s: float = 0.5,
+                 timeout_s: float = 1.0) -> None:
+        self._registry = registry
+        self._clients = clients
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+
+    async def poll_once(self) -> None:
+        endpoints = self._registry.all_endpoints()
+        await self._clients.retain({a for _, a in endpoints})
+        await asyncio.gather(*(self._poll(a) for a in {a for _, a in endpoints}))
+
+    async def _poll(self, address: str) -> None:
+        try:
+            s = await self._clients.stub(address).Stats(pb.StatsRequest(),
+                                                        timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("stats of %s failed: %s", address, exc.code())
+            self._registry.mark_down(address)
+            return
+        self._registry.record_stats(
+            address, running=s.running, waiting=s.waiting,
+            queued_prompt_tokens=s.queued_prompt_tokens, kv_blocks_used=s.kv_blocks_used,
+            kv_blocks_total=s.kv_blocks_total, draining=s.draining)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # keep polling whatever one round did
+                log.exception("stats poll failed")
+            await asyncio.sleep(self._interval_s)
