@@ -18,6 +18,7 @@ class PoolHistory:
     kv_blocks: tuple[tuple[float, float], ...] = ()  # (time, blocks used) — decode
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, raw replicas)
     last_scale_up: float | None = None
+    last_change: float | None = None  # last decision that changed the replicas
     factor: float = 1.0  # online capacity correction
 
     def trimmed(self, since: float) -> PoolHistory:

@@ -61,6 +61,7 @@ class PolicyConfig:
     max_up_factor: float = 2.0
     max_down_fraction: float = 0.5
     stuck_startups: float = 3.0
+    settle_seconds: float = 90.0  # latency window after a change before correcting the profile
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
 
 
@@ -108,13 +109,19 @@ class _Need:
     history: PoolHistory
 
 
+def _settled(x: PlanInputs, state: PoolState, h: PoolHistory) -> bool:
+    """All pods ready and no change within the latency window: latency reflects this size."""
+    recent = h.last_change is not None and x.now - h.last_change < x.config.settle_seconds
+    return state.ready == state.replicas and state.ready > 0 and not recent
+
+
 def _prefill_need(x: PlanInputs, h: PoolHistory) -> _Need:
     m, cfg = x.snapshot.prefill, x.config
     if m.token_rate is None:
         return _Need(None, "no prompt token rate for the prefill pool", {}, h)
     target = x.slo.ttft_target_ms / 1000.0
     base = x.profile.prefill.capacity(target)
-    steady = x.prefill.ready == x.prefill.replicas and x.prefill.ready > 0
+    steady = _settled(x, x.prefill, h)
     fixed = correct(h.factor, observed=x.snapshot.ttft, target=target,
                     load_per_replica=m.token_rate / x.prefill.ready if steady else None,
                     capacity=base, config=cfg.correction)
@@ -145,7 +152,7 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
         return _Need(None, "no token rate or running sequences for the decode pool", {}, h)
     target = x.slo.tpot_target_ms / 1000.0
     base_tps, base_seqs = prof.capacity(target), prof.sequences(target)
-    steady = x.decode.ready == x.decode.replicas and x.decode.ready > 0
+    steady = _settled(x, x.decode, h)
     rate = m.token_rate or 0.0
     fixed = correct(h.factor, observed=x.snapshot.tpot, target=target,
                     load_per_replica=rate / x.decode.ready if steady else None,
@@ -282,6 +289,8 @@ def _after(h: PoolHistory, dec: PoolDecision, now: float, since: float) -> PoolH
         h = replace(h, recommendations=(*h.recommendations, (now, dec.recommended)))
     if dec.desired > dec.current:
         h = replace(h, last_scale_up=now)
+    if dec.desired != dec.current:
+        h = replace(h, last_change=now)
     return h.trimmed(since)
 
 
