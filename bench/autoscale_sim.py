@@ -14,9 +14,12 @@ per-replica speed and pod start-up delay come from a measured capacity profile:
 - new replicas serve after the start-up delay; a removed replica takes no new work and keeps
   its GPU until it has finished what it holds.
 Requests go to the prefill replica with the least queued work and then to the decode replica
-with the most free room. Prompts are capped to the model's context. When the trace's peak needs
+with the most free room. Autoscaled runs start with the pools the first minute's load needs (a
+service already running), static_peak with its peak size. Prompts are capped to the model's
+context. When the trace's peak needs
 more than `--max-peak-replicas` replicas of a pool, arrival times are stretched until it fits.
 
+Policies decide every 15 s (KEDA: every 30 s, its default polling interval).
 SLOs are fixed per trace before running, from the profile: TTFT 3x the idle TTFT of the trace's
 p99 prompt, TPOT 1.5x the idle (batch 1) decode step. Policies:
 - static_peak: both pools sized once for the trace's peak minute;
@@ -65,7 +68,8 @@ DEFAULT_TRACES = [TRACES / "AzureLLMInferenceTrace_code.csv",
 DEFAULT_PROFILE = ROOT / "operator" / "splitserve" / "autoscaler" / "profiles" / "small-cpu.json"
 POLICIES = ("static_peak", "hpa", "keda", "oracle", "splitserve")
 PERCENTILE = 99.0
-INTERVAL = 30.0
+# seconds between decisions: the HPA's default sync period, KEDA's default polling interval
+PERIODS = {"static_peak": 60.0, "hpa": 15.0, "keda": 30.0, "oracle": 15.0, "splitserve": 15.0}
 
 
 # ---- traces ---------------------------------------------------------------------------------
@@ -243,6 +247,7 @@ class Cluster:
         self.tokens_out = 0.0
         self.completed: deque[tuple[float, float, float]] = deque()  # (t, ttft, tpot)
         self.actions = 0
+        self.in_prefill = 0
 
     def push(self, t: float, kind: str, a: int = 0, b: int = 0) -> None:
         self.seq += 1
@@ -321,10 +326,12 @@ class Cluster:
         r = min(live, key=lambda x: max(x.free_at, x.ready_at))
         start = max(t, r.free_at, r.ready_at)
         r.free_at = start + self.m.prefill_seconds(self.reqs[i].prompt)
+        self.in_prefill += 1
         self.push(r.free_at, "prefilled", i)
 
     def on_prefilled(self, i: int, t: float) -> None:
         self.first[i] = t
+        self.in_prefill -= 1
         self.prompt_done += self.reqs[i].prompt
         if self.reqs[i].output <= 1:
             self.decode_start[i] = t
@@ -338,7 +345,7 @@ class Cluster:
         return [r for r in pool if not r.removed]
 
     def scale(self, name: str, want: int, t: float) -> None:
-        pool: list = self.prefill if name == "prefill" else self.decode  # type: ignore[type-arg]
+        pool: list = self.prefill if name == "prefill" else self.decode
         live = [r for r in pool if not r.removed]
         if want == len(live):
             return
@@ -366,7 +373,7 @@ class Cluster:
                 r.end = t
             elif isinstance(r, PrefillReplica):
                 r.end = max(t, r.free_at)
-            elif not r.running:  # type: ignore[attr-defined]
+            elif not r.running:
                 r.end = t
 
     def gpu_hours(self, t_end: float) -> float:
@@ -377,11 +384,10 @@ class Cluster:
         return total / 3600.0
 
     # what Prometheus would show at time t (rates over the last interval)
-    def snapshot(self, t: float, last: tuple[float, float], window: float = 60.0
+    def snapshot(self, t: float, last: tuple[float, float], dt: float, window: float = 60.0
                  ) -> MetricsSnapshot:
         for r in self.decode:
             self.advance(r, t)
-        dt = INTERVAL
         prompt_rate = (self.prompt_done - last[0]) / dt
         out_rate = (self.tokens_out - last[1]) / dt
         spt = self.m.prof.prefill.seconds_per_token
@@ -397,7 +403,8 @@ class Cluster:
             ttft, tpot = ttfts[k], tpots[k]
         return MetricsSnapshot(
             time=t,
-            prefill=PoolMetrics(token_rate=prompt_rate, queued_prompt_tokens=queued),
+            prefill=PoolMetrics(token_rate=prompt_rate, queued_prompt_tokens=queued,
+                                queue_depth=float(self.in_prefill)),
             decode=PoolMetrics(
                 token_rate=out_rate, queue_depth=float(len(self.waiting)),
                 running=float(sum(len(r.running) for r in self.decode)),
@@ -486,10 +493,11 @@ def keda_policy(model: Model, hi: int) -> Decide:
 
 def oracle_policy(model: Model, reqs: list[Request], hi: int) -> Decide:
     load = ideal_load(model, reqs)
+    period = PERIODS["oracle"]
 
     def decide(t: float, s: MetricsSnapshot, c: Cluster) -> tuple[int, int]:
-        now = model.pools_for(*load(t, t + INTERVAL))
-        ahead = model.pools_for(*load(t + model.startup, t + model.startup + INTERVAL))
+        now = model.pools_for(*load(t, t + period))
+        ahead = model.pools_for(*load(t + model.startup, t + model.startup + period))
         return min(hi, max(now[0], ahead[0])), min(hi, max(now[1], ahead[1]))
 
     return decide
@@ -498,7 +506,8 @@ def oracle_policy(model: Model, reqs: list[Request], hi: int) -> Decide:
 def splitserve_policy(model: Model, hi: int) -> Decide:
     spec = AutoscalingSpec(ttft_target_ms=max(1, round(model.ttft_slo * 1000)),
                            tpot_target_ms=max(1, round(model.tpot_slo * 1000)),
-                           percentile=PERCENTILE, interval_seconds=int(INTERVAL))
+                           percentile=PERCENTILE,
+                           interval_seconds=int(PERIODS["splitserve"]))
     prof = CapacityProfile(model=model.prof.model, device=model.prof.device,
                            startup_seconds=model.startup, max_context=model.prof.max_context,
                            prefill=model.prof.prefill, decode=model.prof.decode)
@@ -517,15 +526,16 @@ def splitserve_policy(model: Model, hi: int) -> Decide:
 
 # ---- running ---------------------------------------------------------------------------------
 
-def simulate(model: Model, reqs: list[Request], decide: Decide, p0: int, d0: int) -> Outcome:
+def simulate(model: Model, reqs: list[Request], decide: Decide, p0: int, d0: int,
+             period: float) -> Outcome:
     c = Cluster(model, reqs, p0, d0)
     for i, r in enumerate(reqs):
         c.push(r.arrival, "arrival", i)
     t_end = reqs[-1].arrival + 60.0
-    tick = INTERVAL
+    tick = period
     while tick <= t_end:
         c.push(tick, "tick")
-        tick += INTERVAL
+        tick += period
     last = (0.0, 0.0)
     timeline: list[tuple[float, int, int, float, float]] = []
     while c.events:
@@ -539,7 +549,7 @@ def simulate(model: Model, reqs: list[Request], decide: Decide, p0: int, d0: int
         elif kind == "ready":
             c.admit(t)
         elif kind == "tick":
-            snap = c.snapshot(t, last)
+            snap = c.snapshot(t, last, period)
             last = (c.prompt_done, c.tokens_out)
             want_p, want_d = decide(t, snap, c)
             c.scale("prefill", want_p, t)
@@ -547,9 +557,9 @@ def simulate(model: Model, reqs: list[Request], decide: Decide, p0: int, d0: int
             lp, _, ld, _ = counts(c, t)
             timeline.append((t, lp, ld, snap.prefill.token_rate or 0.0,
                              snap.decode.token_rate or 0.0))
-    for r in c.decode:
-        if r.removed and r.end is None:
-            r.end = r.t_last
+    for rep in c.decode:
+        if rep.removed and rep.end is None:
+            rep.end = rep.t_last
     ttft = [c.decode_start[i] - r.arrival for i, r in enumerate(reqs)]
     tpot = [(c.done[i] - c.decode_start[i]) / (r.output - 1) if r.output > 1 else 0.0
             for i, r in enumerate(reqs)]
@@ -579,6 +589,8 @@ def run_trace(path: Path, prof: CapacityProfile, args: argparse.Namespace) -> di
         reqs = stretch(reqs, scale)
         p_peak, d_peak = peak_pools(model, reqs)
     hi = max(p_peak, d_peak) * 2
+    # every autoscaled run starts as a service that was already serving the first minute's load
+    warm = model.pools_for(*ideal_load(model, reqs)(0.0, 60.0))
     print(f"{path.name}: {len(reqs)} requests over {reqs[-1].arrival / 60:.1f} min "
           f"(time x{scale:.2f}, {capped} prompts capped to {prof.max_context}); "
           f"SLO TTFT {ttft_slo:.2f}s TPOT {tpot_slo * 1000:.1f}ms at p{PERCENTILE:g}; "
@@ -595,8 +607,8 @@ def run_trace(path: Path, prof: CapacityProfile, args: argparse.Namespace) -> di
         if name not in args.policies:
             continue
         start = wallclock.monotonic()
-        p0, d0 = (p_peak, d_peak) if name == "static_peak" else (1, 1)
-        out = simulate(model, reqs, decide, p0, d0)
+        p0, d0 = (p_peak, d_peak) if name == "static_peak" else warm
+        out = simulate(model, reqs, decide, p0, d0, PERIODS[name])
         ok_ttft = [x <= ttft_slo for x in out.ttft]
         ok_tpot = [x <= tpot_slo for x in out.tpot]
         both = sum(a and b for a, b in zip(ok_ttft, ok_tpot, strict=True)) / len(reqs)

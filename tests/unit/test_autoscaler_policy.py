@@ -117,12 +117,13 @@ def test_long_output_burst_scales_decode_not_prefill() -> None:
     assert "sized by" in burst[-1].decode.message
 
 
-def test_a_large_burst_more_than_doubles_only_when_the_step_allows() -> None:
-    d = Driver(prefill=PoolState(10, 10, max_replicas=100))
+def test_a_large_burst_grows_at_most_threefold_per_decision() -> None:
+    d = Driver(prefill=PoolState(10, 10, max_replicas=200))
     first = d.step(prompt=100 * PREFILL_PER)
     assert first.prefill.recommended >= 100
-    assert first.prefill.desired == 20  # doubling per decision
-    assert d.step(prompt=100 * PREFILL_PER).prefill.desired == 40
+    assert first.prefill.desired == 30
+    assert d.step(prompt=100 * PREFILL_PER).prefill.desired == 90
+    assert d.step(prompt=100 * PREFILL_PER).prefill.desired >= 100
 
 
 def test_queued_prompt_tokens_count_as_demand() -> None:
@@ -448,3 +449,94 @@ def test_plan_is_pure() -> None:
 def test_bad_pool_state_is_rejected(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"replicas|unschedulable"):
         PoolState(**kwargs)
+
+
+# ---- coordination and the arrival estimate --------------------------------------------------
+
+def test_growing_prefill_queue_counts_as_arrivals() -> None:
+    d = Driver(prefill=PoolState(4, 4))
+    d.follow = False
+    d.step(prompt=4 * PREFILL_PER * 0.9, queued=0.0)
+    # served the same, but 60 000 more tokens queued in 30 s: 2000 tokens/s more arrive
+    p = d.step(prompt=4 * PREFILL_PER * 0.9, queued=60_000.0)
+    assert p.prefill.inputs["arrivingTokensPerSecond"] == pytest.approx(
+        4 * PREFILL_PER * 0.9 + 2000.0)
+    assert p.prefill.desired > 4
+
+
+def test_shrinking_queue_never_means_negative_arrivals() -> None:
+    d = Driver(prefill=PoolState(4, 4))
+    d.follow = False
+    d.step(prompt=100.0, queued=1_000_000.0)
+    p = d.step(prompt=100.0, queued=0.0)
+    assert p.prefill.inputs["arrivingTokensPerSecond"] == 0.0
+
+
+def test_sequences_queued_for_prefill_raise_decode_with_prefill() -> None:
+    quiet = Driver().step(out=100.0, running=2)
+    x = PlanInputs(
+        now=0.0, slo=SLO, profile=PROF, prefill=PoolState(1, 1), decode=PoolState(1, 1),
+        snapshot=MetricsSnapshot(
+            time=0.0, prefill=PoolMetrics(token_rate=100.0, queued_prompt_tokens=0.0,
+                                          queue_depth=60.0, running=4.0),
+            decode=PoolMetrics(token_rate=100.0, queue_depth=0.0, running=2.0)))
+    burst = plan(x)
+    assert quiet.decode.desired == 1
+    assert burst.decode.inputs["prefillSequences"] == 64.0
+    assert burst.decode.desired == math.ceil(66 / SEQS_PER)
+    assert "concurrent sequences" in burst.decode.message
+
+
+# ---- scale-down looks back on the smoothed load ---------------------------------------------
+
+def test_scale_down_keeps_the_window_peak_of_the_smoothed_load_not_of_spikes() -> None:
+    cfg = replace(CFG, half_life=120.0)
+    slo = SLO.model_copy(update={"scale_down_stabilization_seconds": 120})
+    d = Driver(prefill=PoolState(2, 2, max_replicas=40), slo=slo, config=cfg)
+    loads = [2 * PREFILL_PER * 0.9] * 8 + [12 * PREFILL_PER] + [2 * PREFILL_PER * 0.9] * 12
+    plans = [d.step(prompt=v) for v in loads]
+    spike, after = plans[8].prefill, [p.prefill for p in plans[9:]]
+    assert spike.reason == "ScaleUp" and spike.desired == 6  # fast: +4 at once
+    assert spike.smoothed < spike.recommended
+    # the next decision keeps what the smoothed load of the window asks for, not the spike
+    peak_smoothed = max(p.prefill.smoothed for p in plans[:10])
+    assert after[0].desired == max(after[0].recommended, peak_smoothed) < spike.desired
+    assert all(a.desired >= 2 for a in after)
+    assert after[-1].desired <= after[0].desired
+
+
+def test_decisions_record_the_smoothed_recommendation_in_history() -> None:
+    d = Driver()
+    d.run(3, prompt=100.0)
+    d.step(prompt=20 * PREFILL_PER)
+    recs = [r for _, r in d.history.prefill.recommendations]
+    assert recs[-1] < math.ceil(20 * PREFILL_PER / PREFILL_PER)
+
+
+# ---- correction waits for the pool to settle ------------------------------------------------
+
+def test_no_correction_right_after_a_scale_change() -> None:
+    d = Driver(prefill=PoolState(2, 2))
+    d.step(prompt=6 * PREFILL_PER)  # scales up
+    p = d.step(prompt=6 * PREFILL_PER * 0.95, ttft=30.0)
+    assert p.history.prefill.factor == 1.0
+    d.now += CFG.settle_seconds
+    later = d.step(prompt=d.prefill.replicas * PREFILL_PER * 0.95, ttft=30.0)
+    assert later.history.prefill.factor < 1.0
+
+
+def test_overload_is_not_blamed_on_the_profile() -> None:
+    d = Driver(prefill=PoolState(2, 2))
+    d.follow = False
+    p = d.step(prompt=2 * PROF.prefill.capacity(2.0) * 1.5, ttft=30.0)
+    assert p.history.prefill.factor == 1.0
+
+
+def test_a_corrected_profile_recovers_when_latency_is_fine_again() -> None:
+    d = Driver(prefill=PoolState(4, 4))
+    d.follow = False
+    d.history = d.history.with_pool("prefill", replace(d.history.prefill, factor=0.5))
+    modelled = PROF.prefill.capacity(2.0) * 0.5
+    for _ in range(6):
+        d.step(prompt=4 * modelled * 0.8, ttft=0.5)
+    assert 0.5 < d.history.prefill.factor <= 1.0

@@ -13,7 +13,8 @@ POOLS = ("prefill", "decode")
 
 @dataclass(frozen=True)
 class PoolHistory:
-    demand: tuple[tuple[float, float], ...] = ()  # (time, tokens/s wanted)
+    demand: tuple[tuple[float, float], ...] = ()  # (time, tokens/s arriving)
+    backlog: tuple[tuple[float, float], ...] = ()  # (time, queued prompt tokens) — prefill
     concurrency: tuple[tuple[float, float], ...] = ()  # (time, sequences) — decode
     kv_blocks: tuple[tuple[float, float], ...] = ()  # (time, blocks used) — decode
     recommendations: tuple[tuple[float, int], ...] = ()  # (time, raw replicas)
@@ -25,6 +26,7 @@ class PoolHistory:
         return replace(
             self,
             demand=tuple(s for s in self.demand if s[0] >= since),
+            backlog=tuple(s for s in self.backlog if s[0] >= since),
             concurrency=tuple(s for s in self.concurrency if s[0] >= since),
             kv_blocks=tuple(s for s in self.kv_blocks if s[0] >= since),
             recommendations=tuple(s for s in self.recommendations if s[0] >= since),

@@ -1,15 +1,17 @@
 """The planning function: metrics + SLOs + capacity profiles + current state → both pools' replicas.
 
 `plan()` is pure. Per pool, per decision:
-1. Demand now. Prefill: prompt tokens/s served plus the queued prompt tokens spread over the TTFT
-   target (a backlog must clear within it). Decode: output tokens/s (plus what the waiting
-   sequences would add), concurrent sequences, KV blocks in use.
+1. Demand now. Prefill: prompt tokens/s arriving (served plus the growth of the queue since the
+   last decision). Decode: output tokens/s (plus what the waiting sequences would add),
+   concurrent sequences — counting the sequences queued for prefill, which reach decode next, so
+   a prompt burst raises decode together with prefill — and KV blocks in use.
 2. Prediction over the recent window (`predict`), looking a pod start-up time plus one interval
    ahead: new capacity ordered now is only useful once it is ready.
 3. Modelled per-replica capacity at the SLO target (`capacity`), times the pool's online
-   correction factor (`correction`), times `headroom` → raw recommendation.
+   correction factor (`correction`), times `headroom` → raw recommendation. Prefill adds the
+   capacity to clear today's queued prompt tokens within the TTFT target.
 4. Stabilization (as the Kubernetes HPA): scale up to the lowest recommendation of the up
-   window, at most doubling (or +`min_up_step`) per decision; scale down to the highest of the
+   window, at most tripling (or +`min_up_step`) per decision; scale down to the highest of the
    down window — only once recommendations cover that whole window — removing at most
    `max_down_fraction` per decision.
 5. No adds while the pool has pods the scheduler cannot place, or pods that stayed unready for
@@ -58,9 +60,10 @@ class PolicyConfig:
     trend_window: float = 120.0
     max_rise: float = 0.5  # trend term cap, as a share of the latest load
     min_up_step: int = 4
-    max_up_factor: float = 2.0
+    max_up_factor: float = 3.0
     max_down_fraction: float = 0.5
     stuck_startups: float = 3.0
+    backlog_drain: float = 1.0  # queued prompt tokens must clear within this many TTFT targets
     settle_seconds: float = 90.0  # latency window after a change before correcting the profile
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
 
@@ -88,6 +91,7 @@ class PoolDecision:
     inputs: dict[str, float]
     limited: str | None = None  # ScalingLimited reason, e.g. PodsUnschedulable
     limited_message: str = ""
+    smoothed: int = 0  # sizing from the load's EWMA; scale-down keeps the window's highest
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Plan:
 @dataclass(frozen=True)
 class _Need:
     raw: int | None  # None: no data
+    smooth: int  # the same sizing from the load's EWMA alone (what scale-down looks back on)
     message: str
     inputs: dict[str, float]
     history: PoolHistory
@@ -118,38 +123,45 @@ def _settled(x: PlanInputs, state: PoolState, h: PoolHistory) -> bool:
 def _prefill_need(x: PlanInputs, h: PoolHistory) -> _Need:
     m, cfg = x.snapshot.prefill, x.config
     if m.token_rate is None:
-        return _Need(None, "no prompt token rate for the prefill pool", {}, h)
+        return _Need(None, 0, "no prompt token rate for the prefill pool", {}, h)
     target = x.slo.ttft_target_ms / 1000.0
     base = x.profile.prefill.capacity(target)
     steady = _settled(x, x.prefill, h)
     fixed = correct(h.factor, observed=x.snapshot.ttft, target=target,
                     load_per_replica=m.token_rate / x.prefill.ready if steady else None,
                     capacity=base, config=cfg.correction)
-    demand = m.token_rate + (m.queued_prompt_tokens or 0.0) / target
-    h = replace(h, factor=fixed.factor, demand=(*h.demand, (x.now, demand)))
+    queued = m.queued_prompt_tokens or 0.0
+    arriving = m.token_rate
+    if h.backlog and x.now > h.backlog[-1][0]:
+        t0, q0 = h.backlog[-1]
+        arriving = max(0.0, m.token_rate + (queued - q0) / (x.now - t0))
+    h = replace(h, factor=fixed.factor, demand=(*h.demand, (x.now, arriving)),
+                backlog=(*h.backlog, (x.now, queued)))
     horizon = x.profile.startup_seconds + x.slo.interval_seconds
     p = predict(h.demand, now=x.now, horizon=horizon, half_life=cfg.half_life,
                 trend_window=cfg.trend_window, max_rise=cfg.max_rise)
     per_replica = base * fixed.factor * cfg.headroom
-    raw = math.ceil(p.value / per_replica - 1e-9)
+    backlog = queued / (target * cfg.backlog_drain)
+    raw = math.ceil((p.value + backlog) / per_replica - 1e-9)
+    smooth = math.ceil((p.ewma + backlog) / per_replica - 1e-9)
     inputs = {"promptTokensPerSecond": m.token_rate,
-              "queuedPromptTokens": m.queued_prompt_tokens or 0.0,
-              "demandTokensPerSecond": demand, "predictedTokensPerSecond": p.value,
+              "queuedPromptTokens": queued,
+              "arrivingTokensPerSecond": arriving, "predictedTokensPerSecond": p.value,
               "ewmaTokensPerSecond": p.ewma, "trendTokensPerSecond2": p.slope,
               "capacityPerReplica": base * fixed.factor, "correctionFactor": fixed.factor}
     if x.snapshot.ttft is not None:
         inputs["ttftSeconds"] = x.snapshot.ttft
-    msg = (f"predicted {p.value:.4g} prompt tokens/s over {horizon:.0f}s; "
-           f"{per_replica:.4g}/s per replica at TTFT {target:.3g}s")
+    msg = (f"predicted {p.value:.4g} prompt tokens/s over {horizon:.0f}s and "
+           f"{queued:.4g} queued; {per_replica:.4g}/s per replica at TTFT {target:.3g}s")
     if fixed.changed:
         msg += f"; capacity corrected to x{fixed.factor:.3g} ({fixed.reason})"
-    return _Need(raw, msg, inputs, h)
+    return _Need(raw, smooth, msg, inputs, h)
 
 
 def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     m, cfg, prof = x.snapshot.decode, x.config, x.profile.decode
     if m.token_rate is None and m.running is None:
-        return _Need(None, "no token rate or running sequences for the decode pool", {}, h)
+        return _Need(None, 0, "no token rate or running sequences for the decode pool", {}, h)
     target = x.slo.tpot_target_ms / 1000.0
     base_tps, base_seqs = prof.capacity(target), prof.sequences(target)
     steady = _settled(x, x.decode, h)
@@ -158,20 +170,23 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
                     load_per_replica=rate / x.decode.ready if steady else None,
                     capacity=base_tps, config=cfg.correction)
     waiting, running = m.queue_depth or 0.0, m.running or 0.0
+    upstream = (x.snapshot.prefill.queue_depth or 0.0) + (x.snapshot.prefill.running or 0.0)
     per_seq_rate = rate / running if running > 0 else 0.0
     demand = rate + waiting * per_seq_rate
     horizon = x.profile.startup_seconds + x.slo.interval_seconds
     h = replace(h, factor=fixed.factor, demand=(*h.demand, (x.now, demand)),
-                concurrency=(*h.concurrency, (x.now, running + waiting)))
+                concurrency=(*h.concurrency, (x.now, running + waiting + upstream)))
     kw = {"now": x.now, "horizon": horizon, "half_life": cfg.half_life,
           "trend_window": cfg.trend_window, "max_rise": cfg.max_rise}
     p_rate, p_conc = predict(h.demand, **kw), predict(h.concurrency, **kw)
-    needs = {
-        "output tokens/s": p_rate.value / (base_tps * fixed.factor * cfg.headroom),
-        "concurrent sequences": p_conc.value / (base_seqs * fixed.factor * cfg.headroom),
-    }
+    per_tps = base_tps * fixed.factor * cfg.headroom
+    per_seqs = base_seqs * fixed.factor * cfg.headroom
+    needs = {"output tokens/s": p_rate.value / per_tps,
+             "concurrent sequences": p_conc.value / per_seqs}
+    smooth = max(p_rate.ewma / per_tps, p_conc.ewma / per_seqs)
     inputs = {"outputTokensPerSecond": rate, "runningSequences": running,
-              "waitingSequences": waiting, "predictedTokensPerSecond": p_rate.value,
+              "waitingSequences": waiting, "prefillSequences": upstream,
+              "predictedTokensPerSecond": p_rate.value,
               "predictedSequences": p_conc.value,
               "capacityPerReplica": base_tps * fixed.factor,
               "sequencesPerReplica": base_seqs * fixed.factor, "correctionFactor": fixed.factor}
@@ -181,6 +196,7 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
         per = (m.kv_blocks_total / x.decode.ready
                if m.kv_blocks_total and x.decode.ready > 0 else float(prof.kv_blocks))
         needs["KV blocks"] = p_kv.value / (per * cfg.kv_target)
+        smooth = max(smooth, p_kv.ewma / (per * cfg.kv_target))
         inputs.update(kvBlocksUsed=m.kv_blocks_used, predictedKvBlocks=p_kv.value,
                       kvBlocksPerReplica=per)
     if x.snapshot.tpot is not None:
@@ -190,23 +206,22 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     msg = f"sized by {driver} (needs {needs[driver]:.3g} replicas at TPOT {target:.3g}s)"
     if fixed.changed:
         msg += f"; capacity corrected to x{fixed.factor:.3g} ({fixed.reason})"
-    return _Need(raw, msg, inputs, h)
+    return _Need(raw, math.ceil(smooth - 1e-9), msg, inputs, h)
 
 
-def _stabilize(x: PlanInputs, state: PoolState, raw: int, recs: tuple[tuple[float, int], ...]
-               ) -> int:
+def _stabilize(x: PlanInputs, state: PoolState, need: _Need, raw: int) -> int:
     current, cfg = state.replicas, x.config
+    recs = (*need.history.recommendations, (x.now, need.smooth))
     if raw > current:
-        window = [r for t, r in recs if t >= x.now - x.slo.scale_up_stabilization_seconds]
-        target = max(current, min(window))
+        since = x.now - x.slo.scale_up_stabilization_seconds
+        target = max(current, min([raw] + [r for t, r in recs[:-1] if t >= since]))
         step = max(cfg.min_up_step, math.ceil(current * (cfg.max_up_factor - 1.0)))
         return min(target, current + step)
     if raw < current:
         since = x.now - x.slo.scale_down_stabilization_seconds
         if recs[0][0] > since:
             return current  # the recommendations do not cover the whole window yet
-        window = [r for t, r in recs if t >= since]
-        target = min(current, max(window))
+        target = min(current, max(raw, *(r for t, r in recs if t >= since)))
         return max(target, current - max(1, math.floor(current * cfg.max_down_fraction)))
     return current
 
@@ -234,8 +249,7 @@ def _decide(x: PlanInputs, name: str, state: PoolState, need: _Need) -> PoolDeci
         return PoolDecision(name, state.replicas, bounded, state.replicas, "NoData",
                             f"holding: {need.message}", inputs)
     h = need.history
-    recs = (*h.recommendations, (x.now, need.raw))
-    target = _stabilize(x, state, need.raw, recs)
+    target = _stabilize(x, state, need, need.raw)
     limited, limited_msg = None, ""
     hold = _hold(x, state, h) if target > state.replicas else None
     if hold is not None:
@@ -248,7 +262,7 @@ def _decide(x: PlanInputs, name: str, state: PoolState, need: _Need) -> PoolDeci
     reason = ("ScaleUp" if target > state.replicas
               else "ScaleDown" if target < state.replicas else "Hold")
     return PoolDecision(name, state.replicas, target, need.raw, reason, need.message, inputs,
-                        limited, limited_msg)
+                        limited, limited_msg, need.smooth)
 
 
 def _ratio(x: PlanInputs, p: PoolDecision, d: PoolDecision, hp: PoolHistory, hd: PoolHistory
@@ -286,7 +300,7 @@ def _ratio(x: PlanInputs, p: PoolDecision, d: PoolDecision, hp: PoolHistory, hd:
 
 def _after(h: PoolHistory, dec: PoolDecision, now: float, since: float) -> PoolHistory:
     if dec.reason != "NoData":
-        h = replace(h, recommendations=(*h.recommendations, (now, dec.recommended)))
+        h = replace(h, recommendations=(*h.recommendations, (now, dec.smoothed)))
     if dec.desired > dec.current:
         h = replace(h, last_scale_up=now)
     if dec.desired != dec.current:
