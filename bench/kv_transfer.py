@@ -178,7 +178,8 @@ def int8_quality(engine: LLMEngine, prompts: list[list[int]], max_tokens: int
                     spec = ChunkSpec(c.num_layers, len(blocks), engine.cache.block_size,
                                      c.num_kv_heads, c.head_dim, engine.cache.dtype,
                                      kv.COMPRESSION_INT8, 1 << 30)
-                    k, v = decode_chunk(encode_chunk(layer, 0, k, v, kv.COMPRESSION_INT8), spec)
+                    got = decode_chunk(encode_chunk(layer, 0, k, v, kv.COMPRESSION_INT8), spec)
+                    k, v = got.k, got.v
                 engine.import_kv_layer(dst, layer, k, v)
             engine.release(src)
             engine.commit(dst, first)

@@ -26,14 +26,17 @@ def kv(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
 def test_uncompressed_round_trip_is_exact(dtype: torch.dtype) -> None:
     k, v = kv(dtype)
     chunk = encode_chunk(1, 2, k, v, pb.COMPRESSION_NONE)
-    k2, v2 = decode_chunk(pb.KVChunk.FromString(chunk.SerializeToString()), spec(dtype))
+    got = decode_chunk(pb.KVChunk.FromString(chunk.SerializeToString()), spec(dtype))
+    k2, v2 = got.k, got.v
+    assert got.nbytes == 2 * k.numel() * k.element_size()
     assert k2.dtype == dtype and torch.equal(k2, k) and torch.equal(v2, v)
 
 
 def test_int8_round_trip_error_is_within_half_a_step_per_block_and_head() -> None:
     k, v = kv(torch.float32)
     chunk = encode_chunk(0, 0, k, v, pb.COMPRESSION_INT8)
-    k2, v2 = decode_chunk(chunk, spec(compression=pb.COMPRESSION_INT8))
+    got = decode_chunk(chunk, spec(compression=pb.COMPRESSION_INT8))
+    k2, v2 = got.k, got.v
     for orig, back in ((k, k2), (v, v2)):
         step = orig.abs().amax(dim=(1, 3), keepdim=True) / 127
         assert torch.all((orig - back).abs() <= step / 2 + 1e-6)

@@ -141,9 +141,18 @@ class ChunkSpec:
     max_chunk_bytes: int
 
 
-def decode_chunk(chunk: pb.KVChunk, spec: ChunkSpec) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class DecodedChunk:
+    k: torch.Tensor  # [blocks, block_size, kv_heads, head_dim] in the cache dtype
+    v: torch.Tensor
+    nbytes: int  # payload bytes on the wire
+
+
+def decode_chunk(chunk: pb.KVChunk, spec: ChunkSpec) -> DecodedChunk:
     """Validates `chunk` against `spec` and returns k, v in the cache dtype."""
-    size = len(chunk.k) + len(chunk.v) + len(chunk.k_scales) + len(chunk.v_scales)
+    # Each read of a bytes field makes a new copy: read every payload exactly once.
+    parts = {"k": chunk.k, "v": chunk.v, "k_scales": chunk.k_scales, "v_scales": chunk.v_scales}
+    size = sum(len(p) for p in parts.values())
     if size > spec.max_chunk_bytes:
         raise ChunkError(f"chunk of {size} bytes exceeds the limit of {spec.max_chunk_bytes}")
     if not 0 <= chunk.layer < spec.num_layers:
@@ -161,27 +170,20 @@ def decode_chunk(chunk: pb.KVChunk, spec: ChunkSpec) -> tuple[torch.Tensor, torc
     if chunk.dtype != expected_dtype:
         raise ChunkError(f"chunk.dtype={chunk.dtype!r}: expected {expected_dtype!r}")
     wire_dtype = torch.int8 if int8 else spec.cache_dtype
-    numel = shape[0] * shape[1] * shape[2] * shape[3]
-    want = numel * wire_dtype.itemsize
+    want = shape[0] * shape[1] * shape[2] * shape[3] * wire_dtype.itemsize
     want_scales = shape[0] * shape[2] * 4 if int8 else 0
-    for name, data, n in (
-        ("k", chunk.k, want),
-        ("v", chunk.v, want),
-        ("k_scales", chunk.k_scales, want_scales),
-        ("v_scales", chunk.v_scales, want_scales),
-    ):
-        if len(data) != n:
-            raise ChunkError(f"chunk.{name} has {len(data)} bytes, expected {n}")
-    if checksum(chunk.k, chunk.v, chunk.k_scales, chunk.v_scales) != chunk.crc32:
+    expected = {"k": want, "v": want, "k_scales": want_scales, "v_scales": want_scales}
+    for name, n in expected.items():
+        if len(parts[name]) != n:
+            raise ChunkError(f"chunk.{name} has {len(parts[name])} bytes, expected {n}")
+    if checksum(*parts.values()) != chunk.crc32:
         raise ChunkError(f"chunk.crc32 mismatch for layer {chunk.layer}: data corrupted")
-    k = _tensor(chunk.k, wire_dtype, shape)
-    v = _tensor(chunk.v, wire_dtype, shape)
+    k = _tensor(parts["k"], wire_dtype, shape)
+    v = _tensor(parts["v"], wire_dtype, shape)
     if int8:
         scale_shape = (shape[0], shape[2])
-        k = _dequantize(k, _tensor(chunk.k_scales, torch.float32, scale_shape), spec.cache_dtype)
-        v = _dequantize(v, _tensor(chunk.v_scales, torch.float32, scale_shape), spec.cache_dtype)
-    return k, v
-
-
-def chunk_bytes(chunk: pb.KVChunk) -> int:
-    return len(chunk.k) + len(chunk.v) + len(chunk.k_scales) + len(chunk.v_scales)
+        k = _dequantize(k, _tensor(parts["k_scales"], torch.float32, scale_shape),
+                        spec.cache_dtype)
+        v = _dequantize(v, _tensor(parts["v_scales"], torch.float32, scale_shape),
+                        spec.cache_dtype)
+    return DecodedChunk(k, v, size)

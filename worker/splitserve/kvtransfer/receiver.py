@@ -10,7 +10,7 @@ import torch
 
 from splitserve.kvtransfer import kvtransfer_pb2 as pb
 from splitserve.kvtransfer import kvtransfer_pb2_grpc as pb_grpc
-from splitserve.kvtransfer.codec import ChunkError, ChunkSpec, chunk_bytes, decode_chunk
+from splitserve.kvtransfer.codec import ChunkError, ChunkSpec, decode_chunk
 from splitserve.kvtransfer.identity import identity_mismatch
 from splitserve.kvtransfer.reservation import Reservation, ReservationError
 
@@ -64,9 +64,10 @@ class KVReceiver(pb_grpc.KVTransferServicer):
             for msg in request_iterator:
                 kind = msg.WhichOneof("body")
                 if kind == "chunk":
-                    k, v = decode_chunk(msg.chunk, spec)
-                    self._host.write(res, msg.chunk.layer, msg.chunk.first_block, k, v,
-                                     chunk_bytes(msg.chunk))
+                    chunk = msg.chunk
+                    got = decode_chunk(chunk, spec)
+                    self._host.write(res, chunk.layer, chunk.first_block, got.k, got.v,
+                                     got.nbytes)
                     chunks += 1
                 elif kind == "end":
                     if msg.end.chunks != chunks:
