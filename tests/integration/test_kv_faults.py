@@ -152,7 +152,7 @@ def oversized(res: pb.ReserveReply) -> kv.KVChunk:
 
 
 @pytest.mark.parametrize("make,codes,needle", [
-    (corrupted, {grpc.StatusCode.INVALID_ARGUMENT}, "crc32"),
+    (corrupted, {grpc.StatusCode.INVALID_ARGUMENT}, "crc32c"),
     (misshaped, {grpc.StatusCode.INVALID_ARGUMENT}, "chunk.shape"),
     (oversized, {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT}, ""),
 ], ids=["corrupted", "misshaped", "oversized"])

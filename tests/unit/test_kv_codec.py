@@ -84,7 +84,7 @@ def wrong_dtype(chunk: pb.KVChunk) -> pb.KVChunk:
 @pytest.mark.parametrize(
     "damage,needle",
     [
-        (corrupt, "crc32"),
+        (corrupt, "crc32c"),
         (reshape, "chunk.shape"),
         (truncate, "chunk.v has"),
         (bad_layer, "chunk.layer=7"),

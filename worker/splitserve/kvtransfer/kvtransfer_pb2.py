@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&splitserve/kvtransfer/kvtransfer.proto\x12\x18splitserve.kvtransfer.v1\"\x9c\x01\n\rModelIdentity\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x14\n\x0cnum_kv_heads\x18\x04 \x01(\r\x12\x10\n\x08head_dim\x18\x05 \x01(\r\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x16\n\x0eweights_digest\x18\x07 \x01(\t\"\xc3\x01\n\nPushHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x39\n\x08identity\x18\x03 \x01(\x0b\x32\'.splitserve.kvtransfer.v1.ModelIdentity\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12:\n\x0b\x63ompression\x18\x05 \x01(\x0e\x32%.splitserve.kvtransfer.v1.Compression\"\xa8\x01\n\x07KVChunk\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\r\x12\x12\n\nnum_blocks\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\r\x12\t\n\x01k\x18\x06 \x01(\x0c\x12\t\n\x01v\x18\x07 \x01(\x0c\x12\x10\n\x08k_scales\x18\x08 \x01(\x0c\x12\x10\n\x08v_scales\x18\t \x01(\x0c\x12\r\n\x05\x63rc32\x18\n \x01(\x07\".\n\x07PushEnd\x12\x13\n\x0b\x66irst_token\x18\x01 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\r\"\xb3\x01\n\x0bPushMessage\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.splitserve.kvtransfer.v1.PushHeaderH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.splitserve.kvtransfer.v1.KVChunkH\x00\x12\x30\n\x03\x65nd\x18\x03 \x01(\x0b\x32!.splitserve.kvtransfer.v1.PushEndH\x00\x42\x06\n\x04\x62ody\":\n\x07PushAck\x12\x16\n\x0e\x62ytes_received\x18\x01 \x01(\x04\x12\x17\n\x0f\x63hunks_received\x18\x02 \x01(\r*9\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x14\n\x10\x43OMPRESSION_INT8\x10\x01\x32`\n\nKVTransfer\x12R\n\x04Push\x12%.splitserve.kvtransfer.v1.PushMessage\x1a!.splitserve.kvtransfer.v1.PushAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&splitserve/kvtransfer/kvtransfer.proto\x12\x18splitserve.kvtransfer.v1\"\x9c\x01\n\rModelIdentity\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x12\n\nnum_layers\x18\x03 \x01(\r\x12\x14\n\x0cnum_kv_heads\x18\x04 \x01(\r\x12\x10\n\x08head_dim\x18\x05 \x01(\r\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x16\n\x0eweights_digest\x18\x07 \x01(\t\"\xc3\x01\n\nPushHeader\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x39\n\x08identity\x18\x03 \x01(\x0b\x32\'.splitserve.kvtransfer.v1.ModelIdentity\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12:\n\x0b\x63ompression\x18\x05 \x01(\x0e\x32%.splitserve.kvtransfer.v1.Compression\"\xa9\x01\n\x07KVChunk\x12\r\n\x05layer\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_block\x18\x02 \x01(\r\x12\x12\n\nnum_blocks\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\r\n\x05shape\x18\x05 \x03(\r\x12\t\n\x01k\x18\x06 \x01(\x0c\x12\t\n\x01v\x18\x07 \x01(\x0c\x12\x10\n\x08k_scales\x18\x08 \x01(\x0c\x12\x10\n\x08v_scales\x18\t \x01(\x0c\x12\x0e\n\x06\x63rc32c\x18\n \x01(\x07\".\n\x07PushEnd\x12\x13\n\x0b\x66irst_token\x18\x01 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x02 \x01(\r\"\xb3\x01\n\x0bPushMessage\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.splitserve.kvtransfer.v1.PushHeaderH\x00\x12\x32\n\x05\x63hunk\x18\x02 \x01(\x0b\x32!.splitserve.kvtransfer.v1.KVChunkH\x00\x12\x30\n\x03\x65nd\x18\x03 \x01(\x0b\x32!.splitserve.kvtransfer.v1.PushEndH\x00\x42\x06\n\x04\x62ody\":\n\x07PushAck\x12\x16\n\x0e\x62ytes_received\x18\x01 \x01(\x04\x12\x17\n\x0f\x63hunks_received\x18\x02 \x01(\r*9\n\x0b\x43ompression\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x00\x12\x14\n\x10\x43OMPRESSION_INT8\x10\x01\x32`\n\nKVTransfer\x12R\n\x04Push\x12%.splitserve.kvtransfer.v1.PushMessage\x1a!.splitserve.kvtransfer.v1.PushAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'splitserve.kvtransfer.kvtransfer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPRESSION']._serialized_start=886
-  _globals['_COMPRESSION']._serialized_end=943
+  _globals['_COMPRESSION']._serialized_start=887
+  _globals['_COMPRESSION']._serialized_end=944
   _globals['_MODELIDENTITY']._serialized_start=69
   _globals['_MODELIDENTITY']._serialized_end=225
   _globals['_PUSHHEADER']._serialized_start=228
   _globals['_PUSHHEADER']._serialized_end=423
   _globals['_KVCHUNK']._serialized_start=426
-  _globals['_KVCHUNK']._serialized_end=594
-  _globals['_PUSHEND']._serialized_start=596
-  _globals['_PUSHEND']._serialized_end=642
-  _globals['_PUSHMESSAGE']._serialized_start=645
-  _globals['_PUSHMESSAGE']._serialized_end=824
-  _globals['_PUSHACK']._serialized_start=826
-  _globals['_PUSHACK']._serialized_end=884
-  _globals['_KVTRANSFER']._serialized_start=945
-  _globals['_KVTRANSFER']._serialized_end=1041
+  _globals['_KVCHUNK']._serialized_end=595
+  _globals['_PUSHEND']._serialized_start=597
+  _globals['_PUSHEND']._serialized_end=643
+  _globals['_PUSHMESSAGE']._serialized_start=646
+  _globals['_PUSHMESSAGE']._serialized_end=825
+  _globals['_PUSHACK']._serialized_start=827
+  _globals['_PUSHACK']._serialized_end=885
+  _globals['_KVTRANSFER']._serialized_start=946
+  _globals['_KVTRANSFER']._serialized_end=1042
 # @@protoc_insertion_point(module_scope)

@@ -47,7 +47,7 @@ class PushHeader(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., identity: _Optional[_Union[ModelIdentity, _Mapping]] = ..., num_tokens: _Optional[int] = ..., compression: _Optional[_Union[Compression, str]] = ...) -> None: ...
 
 class KVChunk(_message.Message):
-    __slots__ = ("layer", "first_block", "num_blocks", "dtype", "shape", "k", "v", "k_scales", "v_scales", "crc32")
+    __slots__ = ("layer", "first_block", "num_blocks", "dtype", "shape", "k", "v", "k_scales", "v_scales", "crc32c")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     FIRST_BLOCK_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
@@ -57,7 +57,7 @@ class KVChunk(_message.Message):
     V_FIELD_NUMBER: _ClassVar[int]
     K_SCALES_FIELD_NUMBER: _ClassVar[int]
     V_SCALES_FIELD_NUMBER: _ClassVar[int]
-    CRC32_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
     layer: int
     first_block: int
     num_blocks: int
@@ -67,8 +67,8 @@ class KVChunk(_message.Message):
     v: bytes
     k_scales: bytes
     v_scales: bytes
-    crc32: int
-    def __init__(self, layer: _Optional[int] = ..., first_block: _Optional[int] = ..., num_blocks: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., k: _Optional[bytes] = ..., v: _Optional[bytes] = ..., k_scales: _Optional[bytes] = ..., v_scales: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    crc32c: int
+    def __init__(self, layer: _Optional[int] = ..., first_block: _Optional[int] = ..., num_blocks: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., k: _Optional[bytes] = ..., v: _Optional[bytes] = ..., k_scales: _Optional[bytes] = ..., v_scales: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class PushEnd(_message.Message):
     __slots__ = ("first_token", "chunks")

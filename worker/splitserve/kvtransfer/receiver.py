@@ -9,10 +9,12 @@ import grpc
 import torch
 
 from splitserve.kvtransfer import kvtransfer_pb2 as pb
-from splitserve.kvtransfer import kvtransfer_pb2_grpc as pb_grpc
 from splitserve.kvtransfer.codec import ChunkError, ChunkSpec, decode_chunk
 from splitserve.kvtransfer.identity import identity_mismatch
 from splitserve.kvtransfer.reservation import Reservation, ReservationError
+from splitserve.kvtransfer.wire import ChunkView, Malformed, parse_push_message
+
+PushItem = pb.PushMessage | ChunkView | Malformed
 
 
 class ReservationHost(Protocol):
@@ -37,15 +39,17 @@ def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) ->
     raise RuntimeError(message)  # abort raises; this line only tells the type checker
 
 
-class KVReceiver(pb_grpc.KVTransferServicer):
+class KVReceiver:
     def __init__(self, host: ReservationHost) -> None:
         self._host = host
 
-    def Push(self, request_iterator: Iterator[pb.PushMessage], context: grpc.ServicerContext
+    def Push(self, request_iterator: Iterator[PushItem], context: grpc.ServicerContext
              ) -> pb.PushAck:
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("body") != "header":
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a push must start with a header")
+        if not isinstance(first, pb.PushMessage) or first.WhichOneof("body") != "header":
+            reason = first.reason if isinstance(first, Malformed) else ""
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                  f"a push must start with a header {reason}".strip())
         header = first.header
         mismatch = identity_mismatch(self._host.identity, header.identity)
         if mismatch:
@@ -62,21 +66,23 @@ class KVReceiver(pb_grpc.KVTransferServicer):
         chunks = 0
         try:
             for msg in request_iterator:
-                kind = msg.WhichOneof("body")
-                if kind == "chunk":
-                    chunk = msg.chunk
+                if isinstance(msg, Malformed):
+                    raise ChunkError(msg.reason)
+                chunk = msg if isinstance(msg, ChunkView) else \
+                    msg.chunk if msg.WhichOneof("body") == "chunk" else None
+                if chunk is not None:
                     got = decode_chunk(chunk, spec)
                     self._host.write(res, chunk.layer, chunk.first_block, got.k, got.v,
                                      got.nbytes)
                     chunks += 1
-                elif kind == "end":
+                elif isinstance(msg, pb.PushMessage) and msg.WhichOneof("body") == "end":
                     if msg.end.chunks != chunks:
                         raise ChunkError(
                             f"end.chunks={msg.end.chunks} but {chunks} chunks arrived")
                     self._host.finish(res.id, msg.end.first_token)
                     return pb.PushAck(bytes_received=res.bytes_received, chunks_received=chunks)
                 else:
-                    raise ChunkError(f"unexpected {kind!r} message after the header")
+                    raise ChunkError("unexpected message after the header")
             raise ChunkError("the push ended without an end message")
         except ChunkError as exc:
             self._host.fail(res.id, str(exc))
@@ -88,3 +94,12 @@ class KVReceiver(pb_grpc.KVTransferServicer):
             # The sender went away (stream cancelled) or the server is stopping.
             self._host.fail(res.id, f"push interrupted: {exc!r}")
             raise
+
+
+def add_to_server(receiver: KVReceiver, server: grpc.Server) -> None:
+    """Registers the receiver with the zero-copy chunk parser (see `wire`)."""
+    handler = grpc.stream_unary_rpc_method_handler(
+        receiver.Push, request_deserializer=parse_push_message,
+        response_serializer=pb.PushAck.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "splitserve.kvtransfer.v1.KVTransfer", {"Push": handler}),))

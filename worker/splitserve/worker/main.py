@@ -14,8 +14,8 @@ import grpc
 from splitserve.api import metrics as names
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
-from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.kvtransfer.receiver import KVReceiver
+from splitserve.kvtransfer.receiver import add_to_server as add_kv_receiver
 from splitserve.kvtransfer.tls import TLSFiles, server_credentials
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.config import WorkerConfig, from_args, resolve_model
@@ -83,7 +83,7 @@ class Worker:
                                 options=[("grpc.max_send_message_length", limit),
                                          ("grpc.max_receive_message_length", limit)])
         pb_grpc.add_WorkerServicer_to_server(self.service, self.grpc)
-        kv_grpc.add_KVTransferServicer_to_server(KVReceiver(self.reservations), self.grpc)
+        add_kv_receiver(KVReceiver(self.reservations), self.grpc)
         address = f"{cfg.host}:{cfg.grpc_port}"
         self.grpc_port = self.grpc.add_secure_port(address, server_credentials(self.tls)) \
             if self.tls else self.grpc.add_insecure_port(address)
