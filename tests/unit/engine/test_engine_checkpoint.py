@@ -38,7 +38,7 @@ def test_make_model_command_and_its_errors(tmp_path: Path, capsys: pytest.Captur
     assert config["architectures"] == ["Qwen2ForCausalLM"] and config["tie_word_embeddings"]
     assert config["num_key_value_heads"] == 4
     assert main([str(tmp_path / "bad"), "--kv-heads", "3"]) == 2
-    assert "kv heads" in capsys.readouterr().out
+    assert "kv heads" in capsys.readouterr().err
 
 
 def test_small_size_is_about_thirty_million_parameters() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -250,7 +251,7 @@ def main(argv: list[str]) -> int:
     try:
         spec = spec_from_args(args)
     except ValueError as exc:
-        print(f"splitserve make-model: {exc}")
+        print(f"splitserve make-model: {exc}", file=sys.stderr)
         return 2
     out = write_model(args.out, spec)
     print(f"wrote {out} ({spec.arch}, hidden {spec.hidden_size}, layers {spec.num_layers})")
