@@ -54,6 +54,7 @@ def test_small_size_is_about_thirty_million_parameters() -> None:
 
 def test_tokenizer_round_trips_text(tiny_checkpoint: Path) -> None:
     loaded = load_model(tiny_checkpoint)
+    assert loaded.tokenizer.vocab_size == loaded.config.vocab_size
     text = "The lighthouse keeper wrote 42 notes."
     ids = loaded.tokenizer.encode(text)
     assert ids[0] == loaded.tokenizer.bos_token_id
