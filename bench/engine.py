@@ -5,12 +5,18 @@ Azure conversation trace and multiplied by --output-scale (0.25: median 32, long
 run stays short while keeping the trace's spread; prompts for the decode measurement have
 --prompt-len tokens, prompts for the prefill measurement have trace lengths capped at
 --max-prompt. Engine and transformers runs alternate and the best of several is kept, since
-other work on the machine slows runs at random.
+other work on the machine slows runs at random. With one thread (--threads 1) the headline
+ratios use this process's CPU time, which other jobs on a shared machine barely disturb;
+wall-clock ratios are reported alongside (`*_wall_clock`).
 
-- decode: generated tokens after the first, per second of decoding. transformers' `generate` runs
-  a static batch until its longest request is done; the engine retires each request at its own
-  length. `decode_speedup_vs_hf` counts the tokens requests asked for; `decode_step_speedup_vs_hf`
-  gives every request the same length (--flat-len; same tokens for both: per-step speed alone).
+- decode (`decode_speedup_vs_hf`): a queue of --waves x batch requests (64-token prompts, trace
+  output lengths), output tokens per second, prefill included for both. The engine runs it with
+  `max_num_seqs = batch` slots, refilled as requests finish (continuous batching);
+  transformers' `generate` runs it as static batches of `batch`, each until its longest request
+  is done. Only tokens the requests asked for count.
+- `decode_single_batch_speedup_vs_hf`: one batch of requests, tokens after each request's first,
+  per second after all first tokens (no refill: the engine's batch shrinks as requests finish).
+- `decode_step_speedup_vs_hf`: one batch, every request --flat-len tokens: per-step speed alone.
 - prefill: prompt tokens per second to the first token (`generate(max_new_tokens=1)` with left
   padding for transformers).
 - KV bytes per token: a cache filled to the last block by prompts held in place, bytes of the
@@ -125,6 +131,28 @@ def hf_decode(model: Any, prompts: list[list[int]], lengths: list[int]) -> Rate:
     return clock.rate(sum(lengths) - len(lengths), minus=prefill)
 
 
+def engine_stream(engine: LLMEngine, prompts: list[list[int]], lengths: list[int]) -> Rate:
+    """Output tokens/s of a queue of requests through `max_num_seqs` slots, prefill included."""
+    for i, (p, n) in enumerate(zip(prompts, lengths, strict=True)):
+        engine.add_request(f"q{i}", p, SamplingParams(max_tokens=n, ignore_eos=True))
+    clock = Clock()
+    while engine.has_unfinished():
+        engine.step()
+    return clock.rate(sum(lengths))
+
+
+def hf_stream(model: Any, prompts: list[list[int]], lengths: list[int], batch: int) -> Rate:
+    """The same queue through `generate` in static batches of `batch`, prefill included."""
+    clock = Clock()
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch):
+            ids = torch.tensor(prompts[i : i + batch])
+            longest = max(lengths[i : i + batch])
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=longest,
+                           min_new_tokens=longest, do_sample=False, pad_token_id=0)
+    return clock.rate(sum(lengths))
+
+
 def engine_prefill(engine: LLMEngine, prompts: list[list[int]]) -> Rate:
     for i, p in enumerate(prompts):
         engine.add_request(f"p{i}", p, SamplingParams(max_tokens=1, ignore_eos=True))
@@ -176,11 +204,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--output-scale", type=float, default=0.25)
-    parser.add_argument("--flat-len", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3, help="prefill runs (best kept)")
-    parser.add_argument("--decode-repeats", type=int, default=2, help="decode runs (best kept)")
+    parser.add_argument("--flat-len", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="prefill runs (best kept)")
+    parser.add_argument("--decode-repeats", type=int, default=1, help="decode runs (best kept)")
+    parser.add_argument("--waves", type=int, default=3, help="queue length in batches")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--max-prompt", type=int, default=384)
+    parser.add_argument("--max-prompt", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engine.json")
     args = parser.parse_args(argv)
@@ -202,25 +231,34 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any] = {
         "model": "small", "dtype": args.dtype, "threads": threads, "trace": args.trace.name,
         "headline_clock": headline,
-        "output_scale": args.output_scale,
+        "output_scale": args.output_scale, "waves": args.waves,
         "load_average_at_start": os.getloadavg()[0], "prompt_len": args.prompt_len,
         "tokens_per_s": {},
     }
-    for name in ("decode_speedup_vs_hf", "decode_step_speedup_vs_hf", "prefill_speedup_vs_hf"):
+    for name in ("decode_speedup_vs_hf", "decode_single_batch_speedup_vs_hf",
+                 "decode_step_speedup_vs_hf", "prefill_speedup_vs_hf"):
         result[name] = {}
         result[f"{name}_{other}_clock"] = {}
     for batch in args.batches:
         lengths = [max(2, round(args.output_scale * rng.choice(generated)))
                    for _ in range(batch)]
         prompts = [random_prompt(rng, args.prompt_len, vocab) for _ in range(batch)]
-        engine = engine_for(path, args.dtype, batch, args.prompt_len + max(lengths))
+        queue = [max(2, round(args.output_scale * rng.choice(generated)))
+                 for _ in range(args.waves * batch)]
+        qprompts = [random_prompt(rng, args.prompt_len, vocab) for _ in queue]
+        engine = engine_for(path, args.dtype, batch, args.prompt_len + max(lengths + queue))
         log(f"batch {batch}: decoding {sum(lengths)} tokens, longest {max(lengths)}")
         flat = [args.flat_len] * batch
         engine_decode(engine, prompts[:1], [4])  # warm-up
         hf_decode(hf, prompts[:1], [4])
-        rates = {name: Rate() for name in ("mine", "theirs", "mine_flat", "theirs_flat",
-                                           "mine_prefill", "theirs_prefill")}
+        rates = {name: Rate() for name in (
+            "mine_queue", "theirs_queue", "mine", "theirs", "mine_flat", "theirs_flat",
+            "mine_prefill", "theirs_prefill")}
+        log(f"batch {batch}: queue of {len(queue)} requests, {sum(queue)} tokens")
         for _ in range(args.decode_repeats):
+            rates["mine_queue"] = rates["mine_queue"].best(engine_stream(engine, qprompts, queue))
+            rates["theirs_queue"] = rates["theirs_queue"].best(
+                hf_stream(hf, qprompts, queue, batch))
             rates["mine"] = rates["mine"].best(engine_decode(engine, prompts, lengths))
             rates["theirs"] = rates["theirs"].best(hf_decode(hf, prompts, lengths))
             rates["mine_flat"] = rates["mine_flat"].best(engine_decode(engine, prompts, flat))
@@ -235,7 +273,10 @@ def main(argv: list[str]) -> int:
         key = str(batch)
         for clock in ("cpu", "wall"):
             suffix = "" if clock == headline else f"_{clock}_clock"
-            result[f"decode_speedup_vs_hf{suffix}"][key] = ratio(rates, "mine", "theirs", clock)
+            result[f"decode_speedup_vs_hf{suffix}"][key] = ratio(
+                rates, "mine_queue", "theirs_queue", clock)
+            result[f"decode_single_batch_speedup_vs_hf{suffix}"][key] = ratio(
+                rates, "mine", "theirs", clock)
             result[f"decode_step_speedup_vs_hf{suffix}"][key] = ratio(
                 rates, "mine_flat", "theirs_flat", clock)
             result[f"prefill_speedup_vs_hf{suffix}"][key] = ratio(
@@ -243,9 +284,11 @@ def main(argv: list[str]) -> int:
         result["tokens_per_s"][key] = {
             name: {"wall": round(r.wall, 1), "cpu": round(r.cpu, 1)} for name, r in rates.items()}
         result["tokens_per_s"][key]["output_lengths"] = lengths
+        result["tokens_per_s"][key]["queue_output_lengths"] = queue
         result["tokens_per_s"][key]["prefill_prompt_lengths"] = plens
         log(f"batch {batch}: speedup ({headline} clock) decode "
-            f"{result['decode_speedup_vs_hf'][key]}x, equal-length decode "
+            f"{result['decode_speedup_vs_hf'][key]}x (one batch only "
+            f"{result['decode_single_batch_speedup_vs_hf'][key]}x), equal-length decode "
             f"{result['decode_step_speedup_vs_hf'][key]}x, prefill "
             f"{result['prefill_speedup_vs_hf'][key]}x; tokens/s {result['tokens_per_s'][key]}")
     kv = kv_bytes_per_token(path, args.dtype, [max(16, min(args.max_prompt, rng.choice(contexts)))

@@ -38,7 +38,7 @@ def test_make_model_command_and_its_errors(tmp_path: Path, capsys: pytest.Captur
     assert config["architectures"] == ["Qwen2ForCausalLM"] and config["tie_word_embeddings"]
     assert config["num_key_value_heads"] == 4
     assert main([str(tmp_path / "bad"), "--kv-heads", "3"]) == 2
-    assert "kv heads" in capsys.readouterr().out
+    assert "kv heads" in capsys.readouterr().err
 
 
 def test_small_size_is_about_thirty_million_parameters() -> None:
@@ -54,6 +54,7 @@ def test_small_size_is_about_thirty_million_parameters() -> None:
 
 def test_tokenizer_round_trips_text(tiny_checkpoint: Path) -> None:
     loaded = load_model(tiny_checkpoint)
+    assert loaded.tokenizer.vocab_size == loaded.config.vocab_size
     text = "The lighthouse keeper wrote 42 notes."
     ids = loaded.tokenizer.encode(text)
     assert ids[0] == loaded.tokenizer.bos_token_id

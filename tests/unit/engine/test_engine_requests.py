@@ -130,7 +130,12 @@ def test_tokens_stream_as_they_are_produced(engine: LLMEngine) -> None:
 def test_abort_mid_generation_frees_blocks(engine: LLMEngine) -> None:
     free = engine.free_block_count()
     engine.add_request("a1", [5] * 40, SamplingParams(max_tokens=50, ignore_eos=True))
+    engine.add_request("a2", [6] * 30, SamplingParams(max_tokens=50, ignore_eos=True))
+    assert engine.stats().waiting == 2 and engine.stats().queued_prompt_tokens == 70
     engine.step()
+    # the 64-token budget takes all 40 of a1 and 24 of a2: 5 + 3 blocks of 8
+    assert engine.stats().running == 2 and engine.stats().kv_blocks_used == 8
+    engine.abort("a2")
     assert engine.free_block_count() < free
     engine.abort("a1")
     assert engine.free_block_count() == free and not engine.has_unfinished()
@@ -166,6 +171,8 @@ def test_kv_handoff_between_engines_continues_token_for_token(tiny_checkpoint: P
 
     reserved = decode.reserve("x", prompt, params)
     assert len(reserved) == len(blocks)
+    assert decode.stats().kv_blocks_reserved == len(blocks)
+    assert prefill.stats().kv_blocks_reserved == len(blocks)
     for layer in range(prefill.model_config.num_layers):
         k, v = prefill.export_kv("x", layer)  # [blocks, block_size, kv_heads, head_dim]
         decode.import_kv_layer("x", layer, k, v)

@@ -48,6 +48,16 @@ class EngineCounters:
     prefix_hit_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    waiting: int
+    running: int
+    queued_prompt_tokens: int
+    kv_blocks_total: int
+    kv_blocks_used: int
+    kv_blocks_reserved: int  # held for export or reserved for import
+
+
 @dataclass
 class _Request:
     seq: Sequence
@@ -203,6 +213,17 @@ class LLMEngine:
         if text is None:
             text = self.tokenizer.decode(seq.output_token_ids)
         return RequestOutput(seq.seq_id, [token], seq.output_token_ids, True, reason, text)
+
+    def stats(self) -> EngineStats:
+        """Load figures for metrics and routing (queue, running, KV blocks)."""
+        return EngineStats(
+            waiting=len(self.scheduler.waiting),
+            running=len(self.scheduler.running),
+            queued_prompt_tokens=sum(s.num_pending for s in self.scheduler.waiting),
+            kv_blocks_total=self.blocks.num_blocks,
+            kv_blocks_used=self.blocks.num_used_blocks,
+            kv_blocks_reserved=sum(len(s.block_table) for s in self.held.values()),
+        )
 
     @property
     def counters(self) -> EngineCounters:

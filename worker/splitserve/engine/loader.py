@@ -85,17 +85,22 @@ def _build_state(
         hf_prefix = "" if name.startswith("lm_head") else "model."
         keys = [hf_prefix + n for n in _checkpoint_name(name)]
         parts = [read(key) for key in keys]
+        # checkpoint layout: [out, in]; projections here are [in, out]
+        transposed = name.endswith("_proj.weight")
+        shape = tuple(param.shape[::-1]) if transposed else tuple(param.shape)
         for key, part in zip(keys, parts, strict=True):
-            if tuple(part.shape[1:]) != tuple(param.shape[1:]):
+            if tuple(part.shape[1:]) != shape[1:]:
                 raise ValueError(f"checkpoint tensor {key} has shape {tuple(part.shape)}, "
-                                 f"which does not fit {name} {tuple(param.shape)} of config.json")
+                                 f"which does not fit {name} {shape} of config.json")
         tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        if tuple(tensor.shape) != tuple(param.shape):
+        if tuple(tensor.shape) != shape:
             raise ValueError(
                 f"checkpoint tensors {keys} give {name} shape {tuple(tensor.shape)}, "
-                f"config.json implies {tuple(param.shape)}"
+                f"config.json implies {shape}"
             )
-        state[name] = tensor.to(device=device, dtype=dtype)
+        if transposed:
+            tensor = tensor.t()
+        state[name] = tensor.to(device=device, dtype=dtype).contiguous()
     if config.tie_word_embeddings:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     return state

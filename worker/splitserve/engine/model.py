@@ -1,7 +1,8 @@
 """A Llama-family decoder (Llama 2/3, Mistral, Qwen2) over a paged KV cache, plain PyTorch.
 
 Parameter names follow the Hugging Face checkpoints except that q/k/v and gate/up projections are
-fused (`qkv_proj`, `gate_up_proj`); the loader concatenates them.
+fused (`qkv_proj`, `gate_up_proj`) and projection weights are stored `[in, out]`; the loader
+concatenates and transposes them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,22 @@ import torch.nn.functional as F
 from splitserve.engine.attention import AttentionMetadata, paged_attention
 from splitserve.engine.config import ModelConfig
 from torch import nn
+
+
+class Linear(nn.Module):
+    """y = x @ weight (+ bias) with `weight: [in, out]`, the transpose of `nn.Linear`'s layout:
+    on CPU, GEMMs over a batch of decode rows run about a third faster this way."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [tokens, in] -> [tokens, out]
+        if self.bias is None:
+            return torch.mm(x, self.weight)
+        return torch.addmm(self.bias, x, self.weight)
 
 
 class RMSNorm(nn.Module):
@@ -81,9 +98,9 @@ class Attention(nn.Module):
             config.num_heads, config.num_kv_heads, config.head_dim)
         self.q_size = self.heads * self.head_dim
         self.kv_size = self.kv_heads * self.head_dim
-        self.qkv_proj = nn.Linear(
+        self.qkv_proj = Linear(
             config.hidden_size, self.q_size + 2 * self.kv_size, bias=config.qkv_bias)
-        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=False)
+        self.o_proj = Linear(self.q_size, config.hidden_size)
         self.scale = self.head_dim**-0.5
 
     def forward(
@@ -108,8 +125,8 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.inter = config.intermediate_size
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * self.inter, bias=False)
-        self.down_proj = nn.Linear(self.inter, config.hidden_size, bias=False)
+        self.gate_up_proj = Linear(config.hidden_size, 2 * self.inter)
+        self.down_proj = Linear(self.inter, config.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up_proj(x).split(self.inter, dim=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+MAKER_VERSION = 2  # bump when the same spec would be written differently
 SPECIAL_TOKENS = ["<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>\n"
@@ -149,11 +151,11 @@ def training_text(seed: int, num_sentences: int) -> list[str]:
     rng = np.random.default_rng(seed + 7919)
     syllables = ["ka", "lo", "mi", "ren", "to", "sa", "vel", "qui", "dor", "an", "es", "ul",
                  "bri", "ne", "zo", "tha", "per", "gis", "mo", "ry"]
-    lexicon = ["".join(rng.choice(syllables, size=int(rng.integers(1, 4))))
-               for _ in range(3000)]
+    lexicon = ["".join(rng.choice(syllables, size=int(rng.integers(1, 5))))
+               for _ in range(12000)]
     real = " ".join(lines).replace(",", " ").replace(".", " ").split()
     words = np.array(lexicon + real)
-    weights = 1.0 / np.arange(1, len(words) + 1)
+    weights = 1.0 / np.arange(1, len(words) + 1) ** 0.7
     rng.shuffle(weights)
     weights /= weights.sum()
     for _ in range(num_sentences):
@@ -196,15 +198,19 @@ def write_model(out_dir: str | Path, spec: TinySpec) -> Path:
     (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(), indent=2))
     (out / "generation_config.json").write_text(
         json.dumps({"bos_token_id": 0, "eos_token_id": 1}, indent=2))
-    (out / "splitserve_spec.json").write_text(json.dumps(asdict(spec), indent=2, sort_keys=True))
+    (out / "splitserve_spec.json").write_text(json.dumps(_marker(spec), indent=2, sort_keys=True))
     return out
+
+
+def _marker(spec: TinySpec) -> dict[str, Any]:
+    return {"maker_version": MAKER_VERSION, **asdict(spec)}
 
 
 def ensure_model(out_dir: str | Path, spec: TinySpec) -> Path:
     """Writes the checkpoint unless a complete one with the same spec is already there."""
     out = Path(out_dir)
     marker = out / "splitserve_spec.json"
-    if marker.exists() and json.loads(marker.read_text()) == asdict(spec):
+    if marker.exists() and json.loads(marker.read_text()) == _marker(spec):
         return out
     return write_model(out, spec)
 
@@ -250,7 +256,7 @@ def main(argv: list[str]) -> int:
     try:
         spec = spec_from_args(args)
     except ValueError as exc:
-        print(f"splitserve make-model: {exc}")
+        print(f"splitserve make-model: {exc}", file=sys.stderr)
         return 2
     out = write_model(args.out, spec)
     print(f"wrote {out} ({spec.arch}, hidden {spec.hidden_size}, layers {spec.num_layers})")
