@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from test_autoscaler_parts import PROFILE
 
 from splitserve.api.serving import AutoscalingSpec, PdRatio
 from splitserve.api.status import ScalingDecision
@@ -14,7 +15,6 @@ from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.history import History
 from splitserve.autoscaler.policy import Plan, PlanInputs, PolicyConfig, PoolState, plan
 from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
-from tests.unit.test_autoscaler_parts import PROFILE
 
 PROF = CapacityProfile.from_dict(PROFILE)
 SLO = AutoscalingSpec(ttft_target_ms=2000, tpot_target_ms=50, interval_seconds=30,
@@ -222,7 +222,7 @@ def test_max_replicas_caps_and_reports_limited() -> None:
     d = Driver(prefill=PoolState(1, 1, max_replicas=3))
     plans = d.run(3, prompt=20 * PREFILL_PER)
     assert replicas(plans, "prefill")[-1] == 3
-    assert plans[-1].prefill.limited == "MaxReplicas"
+    assert plans[-1].prefill.limited == "AtMaxReplicas"
     assert "maxReplicas is 3" in plans[-1].prefill.limited_message
 
 
@@ -285,7 +285,7 @@ def test_unschedulable_pods_stop_adds_and_report_limited() -> None:
     d.follow = False
     plans = d.run(10, prompt=30 * PREFILL_PER)
     assert replicas(plans, "prefill") == [4] * 10
-    assert all(p.prefill.limited == "PodsUnschedulable" for p in plans)
+    assert all(p.prefill.limited == "PendingPods" for p in plans)
     assert "Insufficient nvidia.com/gpu" in plans[0].prefill.limited_message
     assert plans[0].prefill.recommended > 4
     assert plans[0].prefill.inputs["unschedulable"] == 2.0

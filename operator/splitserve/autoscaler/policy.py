@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from splitserve.api.names import Reason
 from splitserve.api.serving import AutoscalingSpec
 from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.correction import CorrectionConfig, correct
@@ -89,7 +90,7 @@ class PoolDecision:
     reason: str  # CamelCase: ScaleUp, ScaleDown, Hold, NoData
     message: str
     inputs: dict[str, float]
-    limited: str | None = None  # ScalingLimited reason, e.g. PodsUnschedulable
+    limited: str | None = None  # ScalingLimited reason (splitserve.api.names.Reason)
     limited_message: str = ""
     smoothed: int = 0  # sizing from the load's EWMA; scale-down keeps the window's highest
 
@@ -230,12 +231,12 @@ def _hold(x: PlanInputs, state: PoolState, h: PoolHistory) -> tuple[str, str] | 
     """Why adds must wait, if they must."""
     if state.unschedulable > 0:
         why = f": {state.unschedulable_reason}" if state.unschedulable_reason else ""
-        return ("PodsUnschedulable",
+        return (Reason.AS_PENDING_PODS,
                 f"{state.unschedulable} pod(s) cannot be scheduled{why}; not adding more")
     stuck_after = x.config.stuck_startups * max(x.profile.startup_seconds, 1.0)
     if (state.ready < state.replicas and h.last_scale_up is not None
             and x.now - h.last_scale_up > stuck_after):
-        return ("PodsNotReady",
+        return (Reason.PODS_NOT_READY,
                 f"{state.replicas - state.ready} pod(s) not ready {x.now - h.last_scale_up:.0f}s "
                 f"after the last scale-up; not adding more")
     return None
@@ -255,7 +256,7 @@ def _decide(x: PlanInputs, name: str, state: PoolState, need: _Need) -> PoolDeci
     if hold is not None:
         target, (limited, limited_msg) = state.replicas, hold
     if target > state.max_replicas or need.raw > state.max_replicas:
-        limited = limited or "MaxReplicas"
+        limited = limited or Reason.AS_AT_MAX
         limited_msg = limited_msg or (f"wants {need.raw} replicas; maxReplicas is "
                                       f"{state.max_replicas}")
     target = min(max(target, state.min_replicas), state.max_replicas)
@@ -278,7 +279,7 @@ def _ratio(x: PlanInputs, p: PoolDecision, d: PoolDecision, hp: PoolHistory, hd:
         reason = ("ScaleUp" if to > dec.current else "ScaleDown" if to < dec.current
                   else "Hold")
         return replace(dec, desired=to, reason=reason, message=f"{dec.message}; {why}",
-                       limited="RatioBound" if limited else dec.limited,
+                       limited=Reason.AS_RATIO_BOUND if limited else dec.limited,
                        limited_message=why if limited else dec.limited_message)
 
     if p.desired > d.desired * hi + 1e-9:
