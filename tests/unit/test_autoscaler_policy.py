@@ -540,3 +540,20 @@ def test_a_corrected_profile_recovers_when_latency_is_fine_again() -> None:
     for _ in range(6):
         d.step(prompt=4 * modelled * 0.8, ttft=0.5)
     assert 0.5 < d.history.prefill.factor <= 1.0
+
+
+def test_only_the_prefill_queue_prefill_can_clear_in_time_counts_for_decode() -> None:
+    def decode_seqs(queued: float, rate: float) -> float:
+        x = PlanInputs(
+            now=0.0, slo=SLO, profile=PROF, prefill=PoolState(1, 1), decode=PoolState(1, 1),
+            snapshot=MetricsSnapshot(
+                time=0.0, prefill=PoolMetrics(token_rate=rate, queued_prompt_tokens=queued,
+                                              queue_depth=100.0, running=0.0),
+                decode=PoolMetrics(token_rate=10.0, queue_depth=0.0, running=1.0)))
+        return plan(x).decode.inputs["prefillSequences"]
+
+    horizon = PROF.startup_seconds + SLO.interval_seconds  # 50 s
+    assert decode_seqs(queued=0.0, rate=1000.0) == 100.0
+    assert decode_seqs(queued=1000.0 * horizon, rate=1000.0) == 100.0
+    assert decode_seqs(queued=4 * 1000.0 * horizon, rate=1000.0) == pytest.approx(25.0)
+    assert decode_seqs(queued=5000.0, rate=0.0) == 0.0

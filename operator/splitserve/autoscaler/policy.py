@@ -3,8 +3,9 @@
 `plan()` is pure. Per pool, per decision:
 1. Demand now. Prefill: prompt tokens/s arriving (served plus the growth of the queue since the
    last decision). Decode: output tokens/s (plus what the waiting sequences would add),
-   concurrent sequences — counting the sequences queued for prefill, which reach decode next, so
-   a prompt burst raises decode together with prefill — and KV blocks in use.
+   concurrent sequences — counting the sequences queued for prefill that its current rate brings
+   to decode within the horizon, so a prompt burst raises decode together with prefill — and KV
+   blocks in use.
 2. Prediction over the recent window (`predict`), looking a pod start-up time plus one interval
    ahead: new capacity ordered now is only useful once it is ready.
 3. Modelled per-replica capacity at the SLO target (`capacity`), times the pool's online
@@ -32,7 +33,7 @@ from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.correction import CorrectionConfig, correct
 from splitserve.autoscaler.history import History, PoolHistory
 from splitserve.autoscaler.predict import predict
-from splitserve.autoscaler.snapshot import MetricsSnapshot
+from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,15 @@ def _prefill_need(x: PlanInputs, h: PoolHistory) -> _Need:
     return _Need(raw, smooth, msg, inputs, h)
 
 
+def _upstream(prefill: PoolMetrics, horizon: float) -> float:
+    """Sequences now queued for or in prefill that reach decode within `horizon` seconds:
+    all of them when prefill keeps up, else the share its current rate clears in time."""
+    seqs = (prefill.queue_depth or 0.0) + (prefill.running or 0.0)
+    queued, rate = prefill.queued_prompt_tokens or 0.0, prefill.token_rate or 0.0
+    share = 1.0 if queued <= 0 else min(1.0, horizon * rate / queued)
+    return seqs * share
+
+
 def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     m, cfg, prof = x.snapshot.decode, x.config, x.profile.decode
     if m.token_rate is None and m.running is None:
@@ -171,10 +181,10 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
                     load_per_replica=rate / x.decode.ready if steady else None,
                     capacity=base_tps, config=cfg.correction)
     waiting, running = m.queue_depth or 0.0, m.running or 0.0
-    upstream = (x.snapshot.prefill.queue_depth or 0.0) + (x.snapshot.prefill.running or 0.0)
+    horizon = x.profile.startup_seconds + x.slo.interval_seconds
+    upstream = _upstream(x.snapshot.prefill, horizon)
     per_seq_rate = rate / running if running > 0 else 0.0
     demand = rate + waiting * per_seq_rate
-    horizon = x.profile.startup_seconds + x.slo.interval_seconds
     h = replace(h, factor=fixed.factor, demand=(*h.demand, (x.now, demand)),
                 concurrency=(*h.concurrency, (x.now, running + waiting + upstream)))
     kw = {"now": x.now, "horizon": horizon, "half_life": cfg.half_life,
