@@ -27,6 +27,8 @@ from splitserve.autoscaler.applier import (
 )
 from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.policy import Plan, PlanInputs, PoolState, plan
+from splitserve.autoscaler.prom import PrometheusError, Scope
+from splitserve.autoscaler.service_autoscaler import ServiceAutoscaler
 from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -225,3 +227,55 @@ def test_limited_gauge_marks_the_reason() -> None:
     key = (names.AUTOSCALER_LIMITED.name, (("pool", "prefill"), ("reason", "PendingPods"),
                                            ("role", "prefill")))
     assert gauges.values[key] == 1.0
+
+
+# ---- one service's loop ---------------------------------------------------------------------
+
+class FixedSnapshots:
+    """Stands in for Prometheus (tested for real in e2e/prometheus): returns given snapshots."""
+
+    def __init__(self, *snaps: MetricsSnapshot | Exception) -> None:
+        self.snaps = list(snaps)
+        self.scopes: list[Scope] = []
+
+    def snapshot(self, scope: Scope, now: float) -> MetricsSnapshot:
+        self.scopes.append(scope)
+        item = self.snaps.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+def splitpool(name: str, replicas: int) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"replicas": replicas, "minReplicas": 1,
+                                                 "maxReplicas": 20},
+            "status": {"readyReplicas": replicas}}
+
+
+def test_service_autoscaler_reads_plans_applies_and_keeps_history() -> None:
+    burst = MetricsSnapshot(time=0.0, prefill=PoolMetrics(token_rate=20_000.0),
+                            decode=PoolMetrics(token_rate=10.0, running=1.0))
+    prom = FixedSnapshots(burst, PrometheusError("connection refused"))
+    api = RecordingApi()
+    auto = ServiceAutoscaler(PROF)
+    spec = AutoscalingSpec(enabled=True, prometheus_url="http://prom:9090", percentile=99.0)
+    pools = {"prefill": splitpool("chat-prefill", 1), "decode": splitpool("chat-decode", 1)}
+    first = auto.step(client=api, prom=prom, service=SERVICE, autoscaling=spec, pools=pools,
+                      pods={"prefill": [], "decode": []}, now=AT)
+    assert prom.scopes[0] == Scope(namespace="llm", service="chat", percentile=99.0)
+    assert first.prefill.desired > 1
+    assert ("patch", "SplitPool", "llm", "chat-prefill", "scale") in api.calls
+    assert auto.history.prefill.demand  # kept for the next decision
+    second = auto.step(client=api, prom=prom, service=SERVICE, autoscaling=spec, pools=pools,
+                       pods={}, now=datetime(2026, 1, 2, 3, 4, 35, tzinfo=UTC))
+    assert second.prefill.reason == "NoData" and second.decode.reason == "NoData"
+    status = api.bodies[-1]["status"]
+    active = next(c for c in status["conditions"] if c["type"] == "ScalingActive")
+    assert active["reason"] == "NoMetrics"
+
+
+def test_service_autoscaler_needs_both_pools() -> None:
+    with pytest.raises(ValueError, match="decode"):
+        ServiceAutoscaler(PROF).step(
+            client=RecordingApi(), prom=FixedSnapshots(), service=SERVICE,
+            autoscaling=AutoscalingSpec(), pools={"prefill": splitpool("p", 1)}, pods={}, now=AT)
