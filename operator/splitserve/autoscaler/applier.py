@@ -36,7 +36,11 @@ class ScaleClient(Protocol):
 
 
 class Gauges(Protocol):
-    """Where decisions are exported (the operator's prometheus_client registry wrapper)."""
+    """Where decisions are exported (the operator's prometheus_client registry wrapper).
+
+    `export` passes `pool`, `role` and the metric's extra labels; the implementation adds the
+    service's `namespace` and `service` labels.
+    """
 
     def set(self, metric: names.Metric, value: float, **labels: str) -> None: ...
 
