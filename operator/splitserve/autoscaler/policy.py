@@ -183,7 +183,7 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     waiting, running = m.queue_depth or 0.0, m.running or 0.0
     horizon = x.profile.startup_seconds + x.slo.interval_seconds
     upstream = _upstream(x.snapshot.prefill, horizon)
-    per_seq_rate = rate / running if running > 0 else 0.0
+    per_seq_rate = rate / max(running, 1.0) if running > 0 else 0.0
     demand = rate + waiting * per_seq_rate
     h = replace(h, factor=fixed.factor, demand=(*h.demand, (x.now, demand)),
                 concurrency=(*h.concurrency, (x.now, running + waiting + upstream)))
@@ -204,8 +204,9 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     if m.kv_blocks_used is not None:
         h = replace(h, kv_blocks=(*h.kv_blocks, (x.now, m.kv_blocks_used)))
         p_kv = predict(h.kv_blocks, **kw)
-        per = (m.kv_blocks_total / x.decode.ready
-               if m.kv_blocks_total and x.decode.ready > 0 else float(prof.kv_blocks))
+        observed = m.kv_blocks_total / x.decode.ready if x.decode.ready > 0 and \
+            m.kv_blocks_total else 0.0
+        per = observed if observed >= 1.0 else float(prof.kv_blocks)
         needs["KV blocks"] = p_kv.value / (per * cfg.kv_target)
         smooth = max(smooth, p_kv.ewma / (per * cfg.kv_target))
         inputs.update(kvBlocksUsed=m.kv_blocks_used, predictedKvBlocks=p_kv.value,
@@ -309,8 +310,9 @@ def _ratio(x: PlanInputs, p: PoolDecision, d: PoolDecision, hp: PoolHistory, hd:
     return p, d
 
 
-def _after(h: PoolHistory, dec: PoolDecision, now: float, since: float) -> PoolHistory:
-    if dec.reason != "NoData":
+def _after(need: _Need, dec: PoolDecision, now: float, since: float) -> PoolHistory:
+    h = need.history
+    if need.raw is not None:
         h = replace(h, recommendations=(*h.recommendations, (now, dec.smoothed)))
     if dec.desired > dec.current:
         h = replace(h, last_scale_up=now)
@@ -326,6 +328,5 @@ def plan(x: PlanInputs) -> Plan:
     p, d = _ratio(x, _decide(x, "prefill", x.prefill, p_need),
                   _decide(x, "decode", x.decode, d_need), p_need.history, d_need.history)
     since = x.now - x.config.window
-    history = History(_after(p_need.history, p, x.now, since),
-                      _after(d_need.history, d, x.now, since))
+    history = History(_after(p_need, p, x.now, since), _after(d_need, d, x.now, since))
     return Plan(p, d, history)
