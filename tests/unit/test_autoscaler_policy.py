@@ -187,13 +187,14 @@ def test_no_scale_down_before_recommendations_cover_the_window() -> None:
     assert counts[-1] < 6
 
 
-def test_scale_down_removes_at_most_half_per_decision() -> None:
+def test_scale_down_removes_at_most_a_quarter_per_decision() -> None:
     d = Driver(prefill=PoolState(16, 16, max_replicas=16),
                slo=SLO.model_copy(update={"scale_down_stabilization_seconds": 0}),
                config=replace(CFG, half_life=1.0))
-    plans = d.run(6, prompt=10.0)
+    plans = d.run(10, prompt=10.0)
     counts = replicas(plans, "prefill")
-    assert counts[:4] == [8, 4, 2, 1]
+    assert counts[:8] == [12, 9, 7, 6, 5, 4, 3, 2]
+    assert counts[-1] == 1
     assert all(p.reason == "ScaleDown" for p in (plans[0].prefill, plans[1].prefill))
 
 
@@ -298,7 +299,7 @@ def test_unschedulable_pods_do_not_block_scale_down() -> None:
     d.follow = False
     p = d.step(prompt=10.0)
     assert p.prefill.reason == "ScaleDown"
-    assert p.prefill.desired == 3
+    assert p.prefill.desired == 5  # a quarter of 6, at least one
     assert p.prefill.limited is None
 
 
@@ -500,7 +501,9 @@ def test_scale_down_keeps_the_window_peak_of_the_smoothed_load_not_of_spikes() -
     assert spike.smoothed < spike.recommended
     # the next decision keeps what the smoothed load of the window asks for, not the spike
     peak_smoothed = max(p.prefill.smoothed for p in plans[:10])
-    assert after[0].desired == max(after[0].recommended, peak_smoothed) < spike.desired
+    step_floor = spike.desired - max(1, math.floor(spike.desired * CFG.max_down_fraction))
+    assert after[0].desired == max(after[0].recommended, peak_smoothed, step_floor)
+    assert after[0].desired < spike.desired
     assert all(a.desired >= 2 for a in after)
     assert after[-1].desired <= after[0].desired
 

@@ -63,7 +63,7 @@ class PolicyConfig:
     max_rise: float = 0.5  # trend term cap, as a share of the latest load
     min_up_step: int = 4
     max_up_factor: float = 3.0
-    max_down_fraction: float = 0.5
+    max_down_fraction: float = 0.25
     stuck_startups: float = 3.0
     backlog_drain: float = 1.0  # queued prompt tokens must clear within this many TTFT targets
     settle_seconds: float = 90.0  # latency window after a change before correcting the profile
