@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from splitserve.api.serving import AutoscalingSpec
 from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.policy import PlanInputs, PoolState, plan
 from splitserve.autoscaler.prom import PrometheusClient, Scope
+from splitserve.autoscaler.service_autoscaler import ServiceAutoscaler
 from splitserve.autoscaler.snapshot import MetricsSnapshot
 from splitserve.autoscaler.worker_process import WorkerProcess
 from splitserve.worker import worker_pb2 as pb
@@ -147,3 +149,66 @@ def test_install_is_idempotent() -> None:
     again = install()
     assert first == again and first.is_file()
     assert Path(first).parent.name.startswith("prometheus-v0.")
+
+
+class ScaleRecorder:
+    """Stands in for the Kubernetes API server (the cluster test covers the real one): records
+    what the applier writes."""
+
+    def __init__(self) -> None:
+        self.scales: list[tuple[str, int]] = []
+        self.status: dict[str, object] = {}
+
+    def get(self, kind: str, namespace: str, name: str) -> None:
+        return None
+
+    def list(self, kind: str, namespace: str, label_selector: str = "",
+             field_selector: str = "") -> list[dict[str, object]]:
+        return []
+
+    def create(self, obj: dict[str, object], dry_run: bool = False) -> dict[str, object]:
+        return obj
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, object],
+              subresource: str | None = None) -> dict[str, object]:
+        if subresource == "scale":
+            self.scales.append((name, patch["spec"]["replicas"]))  # type: ignore[index]
+        elif subresource == "status":
+            self.status = patch
+        return patch
+
+
+def test_a_prompt_heavy_load_step_raises_prefill_not_decode(
+        workers: tuple[WorkerProcess, WorkerProcess], prometheus: PrometheusServer) -> None:
+    """Real workers, real Prometheus, the real policy and applier: a burst of long prompts with
+    one output token each raises the prefill pool and leaves decode alone. The profile is made
+    small (50 prompt tokens/s per prefill replica) so a CPU-sized load is a burst."""
+    prefill, decode = workers
+    wait_for(lambda: prometheus.targets_up() == 2, 60, "both workers scraped")
+    data = json.loads(PROFILE.read_text())
+    data["prefill"].update(overheadSeconds=0.01, secondsPerToken=0.02, referenceTokens=16)
+    auto = ServiceAutoscaler(CapacityProfile.from_dict(data))
+    spec = AutoscalingSpec(enabled=True, prometheus_url=prometheus.url, ttft_target_ms=2000,
+                           tpot_target_ms=1000, percentile=90.0, interval_seconds=5)
+    service = {"apiVersion": "splitserve.io/v1alpha1", "kind": "SplitService",
+               "metadata": {"name": SERVICE, "namespace": NAMESPACE, "uid": "u"}}
+    pools = {p: {"metadata": {"name": f"{SERVICE}-{p}"},
+                 "spec": {"replicas": 1, "minReplicas": 1, "maxReplicas": 8},
+                 "status": {"readyReplicas": 1}} for p in ("prefill", "decode")}
+    api, client = ScaleRecorder(), PrometheusClient(prometheus.url)
+    prompts = [[(11 * i + j) % 200 + 3 for j in range(300)] for i in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda p: disaggregated(prefill.grpc, decode.grpc, p, 1), prompts))
+    assert done == [1] * len(prompts)
+
+    def raised() -> bool:
+        result = auto.step(client=api, prom=client, service=service, autoscaling=spec,
+                           pools=pools, pods={}, now=datetime.now(UTC))
+        return result.prefill.desired > 1
+
+    wait_for(raised, 90, "the prefill pool to be raised", every=1.0)
+    assert api.scales and all(name == f"{SERVICE}-prefill" for name, _ in api.scales)
+    assert api.scales[-1][1] > 1
+    decisions = api.status["status"]["lastScalingDecisions"]  # type: ignore[index]
+    assert decisions[-1]["pool"] == "prefill"
+    assert decisions[-1]["inputs"]["promptTokensPerSecond"] > 0
