@@ -23,9 +23,9 @@ Policies decide every 15 s (KEDA: every 30 s, its default polling interval).
 SLOs are fixed per trace before running, from the profile: TTFT 3x the idle TTFT of the trace's
 p99 prompt, TPOT 1.5x the idle (batch 1) decode step. Policies:
 - static_peak: both pools sized once for the trace's peak minute;
-- hpa: per pool, utilization (token throughput / saturated throughput of the ready replicas)
-  with a 70 % target, Kubernetes HPA default behaviour (up: 100 % or 4 pods per period, no
-  stabilization; down: 300 s stabilization);
+- hpa: per pool, utilization (the share of time the ready replicas were busy — what a GPU
+  utilization metric reports) with a 70 % target, Kubernetes HPA default behaviour (up: 100 %
+  or 4 pods per period, no stabilization; down: 300 s stabilization);
 - keda: the llm-d P/D shape: prefill on queued prompt tokens (target: the backlog one replica
   clears in half the TTFT SLO), decode on KV-cache usage 0.8; one pod per 180 s up, one per 300 s
   down, 300 s stabilization;
@@ -248,6 +248,7 @@ class Cluster:
         self.completed: deque[tuple[float, float, float]] = deque()  # (t, ttft, tpot)
         self.actions = 0
         self.in_prefill = 0
+        self.busy = [0.0, 0.0]  # replica-seconds spent working (prefill, decode)
 
     def push(self, t: float, kind: str, a: int = 0, b: int = 0) -> None:
         self.seq += 1
@@ -260,6 +261,7 @@ class Cluster:
     def advance(self, r: DecodeReplica, t: float) -> None:
         n = len(r.running)
         if n and t > r.t_last:
+            self.busy[1] += t - r.t_last
             dv = (t - r.t_last) / self.step_time(n)
             r.v += dv
             self.tokens_out += n * dv
@@ -326,6 +328,7 @@ class Cluster:
         r = min(live, key=lambda x: max(x.free_at, x.ready_at))
         start = max(t, r.free_at, r.ready_at)
         r.free_at = start + self.m.prefill_seconds(self.reqs[i].prompt)
+        self.busy[0] += r.free_at - start
         self.in_prefill += 1
         self.push(r.free_at, "prefilled", i)
 
@@ -460,14 +463,16 @@ def static_policy(p: int, d: int) -> Decide:
 
 def hpa_policy(model: Model, hi: int) -> Decide:
     beh = [Behaviour(0, 300, lambda n: max(n, 4), lambda n: n, 15, 15) for _ in range(2)]
+    last = [0.0, 0.0, 0.0]  # time, prefill busy, decode busy at the last decision
 
     def decide(t: float, s: MetricsSnapshot, c: Cluster) -> tuple[int, int]:
         lp, rp, ld, rd = counts(c, t)
+        dt = max(t - last[0], 1e-9)
+        busy = [c.busy[0] - last[1], c.busy[1] - last[2]]
+        last[:] = [t, *c.busy]
         out = []
-        for i, (rate, ready, live, sat) in enumerate([
-                (s.prefill.token_rate or 0.0, rp, lp, model.prefill_saturated),
-                (s.decode.token_rate or 0.0, rd, ld, model.decode_saturated)]):
-            util = rate / (max(ready, 1) * sat)
+        for i, (ready, live) in enumerate([(rp, lp), (rd, ld)]):
+            util = min(1.0, busy[i] / (dt * max(ready, 1)))
             ratio = util / 0.7
             raw = live if abs(ratio - 1) <= 0.1 else math.ceil(max(ready, 1) * ratio)
             out.append(beh[i].apply(t, live, raw, 1, hi))

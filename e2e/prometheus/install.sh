@@ -13,8 +13,11 @@ module="github.com/prometheus/prometheus"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/splitserve"
 bin_dir="$cache/bin/prometheus-$version"
 binary="$bin_dir/prometheus"
+# module v0.MNN.P is Prometheus M.NN.P
+minor="${version#v0.}"
+release="$(( ${minor%%.*} / 100 )).$(( 10#${minor%%.*} % 100 )).${minor#*.}"
 
-if [[ -x "$binary" ]] && "$binary" --version >/dev/null 2>&1; then
+if [[ -x "$binary" ]] && "$binary" --version 2>&1 | grep -q "version $release "; then
   echo "$binary"
   exit 0
 fi
@@ -56,7 +59,10 @@ for e in m.get("Exclude") or []:
 
 echo "building prometheus $version (niced; takes several minutes on two cores)" >&2
 mkdir -p "$bin_dir.tmp"
-nice -n 10 go build -trimpath -ldflags "-s -w" -o "$bin_dir.tmp/prometheus" "$module/cmd/prometheus"
+stamp="github.com/prometheus/common/version"
+nice -n 10 go build -trimpath -o "$bin_dir.tmp/prometheus" \
+  -ldflags "-s -w -X $stamp.Version=$release -X $stamp.Revision=$version -X $stamp.Branch=module" \
+  "$module/cmd/prometheus"
 "$bin_dir.tmp/prometheus" --version >&2
 rm -rf "$bin_dir"
 mv "$bin_dir.tmp" "$bin_dir"

@@ -255,3 +255,26 @@ def test_history_pool_access_checks_the_name() -> None:
     with pytest.raises(ValueError, match="pool='x'"):
         h.with_pool("x", PoolHistory())
     assert math.isclose(History().trimmed(0).decode.factor, 1.0)
+
+
+# ---- snapshot -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"token_rate": -1.0}, "pool.token_rate"),
+    ({"running": float("nan")}, "pool.running"),
+    ({"kv_blocks_total": float("inf")}, "pool.kv_blocks_total"),
+])
+def test_snapshot_values_must_be_finite_and_non_negative(kwargs: dict[str, float],
+                                                         message: str) -> None:
+    from splitserve.autoscaler.snapshot import PoolMetrics
+
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        PoolMetrics(**kwargs)
+
+
+def test_snapshot_latency_must_be_finite() -> None:
+    from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
+
+    with pytest.raises(ValueError, match=r"snapshot\.ttft"):
+        MetricsSnapshot(time=0.0, prefill=PoolMetrics(), decode=PoolMetrics(), ttft=-0.5)
+    assert MetricsSnapshot(time=0.0, prefill=PoolMetrics(), decode=PoolMetrics()).ttft is None

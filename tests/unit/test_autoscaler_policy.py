@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from test_autoscaler_parts import PROFILE
 
 from splitserve.api.serving import AutoscalingSpec, PdRatio
 from splitserve.api.status import ScalingDecision
@@ -14,7 +15,6 @@ from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.history import History
 from splitserve.autoscaler.policy import Plan, PlanInputs, PolicyConfig, PoolState, plan
 from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
-from tests.unit.test_autoscaler_parts import PROFILE
 
 PROF = CapacityProfile.from_dict(PROFILE)
 SLO = AutoscalingSpec(ttft_target_ms=2000, tpot_target_ms=50, interval_seconds=30,
@@ -187,13 +187,14 @@ def test_no_scale_down_before_recommendations_cover_the_window() -> None:
     assert counts[-1] < 6
 
 
-def test_scale_down_removes_at_most_half_per_decision() -> None:
+def test_scale_down_removes_at_most_a_quarter_per_decision() -> None:
     d = Driver(prefill=PoolState(16, 16, max_replicas=16),
                slo=SLO.model_copy(update={"scale_down_stabilization_seconds": 0}),
                config=replace(CFG, half_life=1.0))
-    plans = d.run(6, prompt=10.0)
+    plans = d.run(10, prompt=10.0)
     counts = replicas(plans, "prefill")
-    assert counts[:4] == [8, 4, 2, 1]
+    assert counts[:8] == [12, 9, 7, 6, 5, 4, 3, 2]
+    assert counts[-1] == 1
     assert all(p.reason == "ScaleDown" for p in (plans[0].prefill, plans[1].prefill))
 
 
@@ -222,7 +223,7 @@ def test_max_replicas_caps_and_reports_limited() -> None:
     d = Driver(prefill=PoolState(1, 1, max_replicas=3))
     plans = d.run(3, prompt=20 * PREFILL_PER)
     assert replicas(plans, "prefill")[-1] == 3
-    assert plans[-1].prefill.limited == "MaxReplicas"
+    assert plans[-1].prefill.limited == "AtMaxReplicas"
     assert "maxReplicas is 3" in plans[-1].prefill.limited_message
 
 
@@ -285,7 +286,7 @@ def test_unschedulable_pods_stop_adds_and_report_limited() -> None:
     d.follow = False
     plans = d.run(10, prompt=30 * PREFILL_PER)
     assert replicas(plans, "prefill") == [4] * 10
-    assert all(p.prefill.limited == "PodsUnschedulable" for p in plans)
+    assert all(p.prefill.limited == "PendingPods" for p in plans)
     assert "Insufficient nvidia.com/gpu" in plans[0].prefill.limited_message
     assert plans[0].prefill.recommended > 4
     assert plans[0].prefill.inputs["unschedulable"] == 2.0
@@ -298,7 +299,7 @@ def test_unschedulable_pods_do_not_block_scale_down() -> None:
     d.follow = False
     p = d.step(prompt=10.0)
     assert p.prefill.reason == "ScaleDown"
-    assert p.prefill.desired == 3
+    assert p.prefill.desired == 5  # a quarter of 6, at least one
     assert p.prefill.limited is None
 
 
@@ -500,7 +501,9 @@ def test_scale_down_keeps_the_window_peak_of_the_smoothed_load_not_of_spikes() -
     assert spike.smoothed < spike.recommended
     # the next decision keeps what the smoothed load of the window asks for, not the spike
     peak_smoothed = max(p.prefill.smoothed for p in plans[:10])
-    assert after[0].desired == max(after[0].recommended, peak_smoothed) < spike.desired
+    step_floor = spike.desired - max(1, math.floor(spike.desired * CFG.max_down_fraction))
+    assert after[0].desired == max(after[0].recommended, peak_smoothed, step_floor)
+    assert after[0].desired < spike.desired
     assert all(a.desired >= 2 for a in after)
     assert after[-1].desired <= after[0].desired
 
@@ -540,3 +543,20 @@ def test_a_corrected_profile_recovers_when_latency_is_fine_again() -> None:
     for _ in range(6):
         d.step(prompt=4 * modelled * 0.8, ttft=0.5)
     assert 0.5 < d.history.prefill.factor <= 1.0
+
+
+def test_only_the_prefill_queue_prefill_can_clear_in_time_counts_for_decode() -> None:
+    def decode_seqs(queued: float, rate: float) -> float:
+        x = PlanInputs(
+            now=0.0, slo=SLO, profile=PROF, prefill=PoolState(1, 1), decode=PoolState(1, 1),
+            snapshot=MetricsSnapshot(
+                time=0.0, prefill=PoolMetrics(token_rate=rate, queued_prompt_tokens=queued,
+                                              queue_depth=100.0, running=0.0),
+                decode=PoolMetrics(token_rate=10.0, queue_depth=0.0, running=1.0)))
+        return plan(x).decode.inputs["prefillSequences"]
+
+    horizon = PROF.startup_seconds + SLO.interval_seconds  # 50 s
+    assert decode_seqs(queued=0.0, rate=1000.0) == 100.0
+    assert decode_seqs(queued=1000.0 * horizon, rate=1000.0) == 100.0
+    assert decode_seqs(queued=4 * 1000.0 * horizon, rate=1000.0) == pytest.approx(25.0)
+    assert decode_seqs(queued=5000.0, rate=0.0) == 0.0

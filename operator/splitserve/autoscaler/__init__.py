@@ -10,4 +10,6 @@ Module map (pure unless marked I/O):
 - `prom`       — (I/O) Prometheus HTTP API client and the PromQL built from the metric names
 - `profile`    — (I/O) `splitserve profile`: measures a profile against real worker processes
 - `applier`    — (I/O) writes replicas through the SplitPool scale subresource, records status
+- `service_autoscaler` — one service's read → plan → apply step, history kept between steps
+- `worker_process` — (I/O) starts a `splitserve worker` child process (profile, tests)
 """

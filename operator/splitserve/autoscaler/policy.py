@@ -3,8 +3,9 @@
 `plan()` is pure. Per pool, per decision:
 1. Demand now. Prefill: prompt tokens/s arriving (served plus the growth of the queue since the
    last decision). Decode: output tokens/s (plus what the waiting sequences would add),
-   concurrent sequences — counting the sequences queued for prefill, which reach decode next, so
-   a prompt burst raises decode together with prefill — and KV blocks in use.
+   concurrent sequences — counting the sequences queued for prefill that its current rate brings
+   to decode within the horizon, so a prompt burst raises decode together with prefill — and KV
+   blocks in use.
 2. Prediction over the recent window (`predict`), looking a pod start-up time plus one interval
    ahead: new capacity ordered now is only useful once it is ready.
 3. Modelled per-replica capacity at the SLO target (`capacity`), times the pool's online
@@ -26,12 +27,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from splitserve.api.names import Reason
 from splitserve.api.serving import AutoscalingSpec
 from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.correction import CorrectionConfig, correct
 from splitserve.autoscaler.history import History, PoolHistory
 from splitserve.autoscaler.predict import predict
-from splitserve.autoscaler.snapshot import MetricsSnapshot
+from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class PolicyConfig:
     max_rise: float = 0.5  # trend term cap, as a share of the latest load
     min_up_step: int = 4
     max_up_factor: float = 3.0
-    max_down_fraction: float = 0.5
+    max_down_fraction: float = 0.25
     stuck_startups: float = 3.0
     backlog_drain: float = 1.0  # queued prompt tokens must clear within this many TTFT targets
     settle_seconds: float = 90.0  # latency window after a change before correcting the profile
@@ -89,7 +91,7 @@ class PoolDecision:
     reason: str  # CamelCase: ScaleUp, ScaleDown, Hold, NoData
     message: str
     inputs: dict[str, float]
-    limited: str | None = None  # ScalingLimited reason, e.g. PodsUnschedulable
+    limited: str | None = None  # ScalingLimited reason (splitserve.api.names.Reason)
     limited_message: str = ""
     smoothed: int = 0  # sizing from the load's EWMA; scale-down keeps the window's highest
 
@@ -158,6 +160,15 @@ def _prefill_need(x: PlanInputs, h: PoolHistory) -> _Need:
     return _Need(raw, smooth, msg, inputs, h)
 
 
+def _upstream(prefill: PoolMetrics, horizon: float) -> float:
+    """Sequences now queued for or in prefill that reach decode within `horizon` seconds:
+    all of them when prefill keeps up, else the share its current rate clears in time."""
+    seqs = (prefill.queue_depth or 0.0) + (prefill.running or 0.0)
+    queued, rate = prefill.queued_prompt_tokens or 0.0, prefill.token_rate or 0.0
+    share = 1.0 if queued <= 0 else min(1.0, horizon * rate / queued)
+    return seqs * share
+
+
 def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     m, cfg, prof = x.snapshot.decode, x.config, x.profile.decode
     if m.token_rate is None and m.running is None:
@@ -170,10 +181,10 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
                     load_per_replica=rate / x.decode.ready if steady else None,
                     capacity=base_tps, config=cfg.correction)
     waiting, running = m.queue_depth or 0.0, m.running or 0.0
-    upstream = (x.snapshot.prefill.queue_depth or 0.0) + (x.snapshot.prefill.running or 0.0)
-    per_seq_rate = rate / running if running > 0 else 0.0
-    demand = rate + waiting * per_seq_rate
     horizon = x.profile.startup_seconds + x.slo.interval_seconds
+    upstream = _upstream(x.snapshot.prefill, horizon)
+    per_seq_rate = rate / max(running, 1.0) if running > 0 else 0.0
+    demand = rate + waiting * per_seq_rate
     h = replace(h, factor=fixed.factor, demand=(*h.demand, (x.now, demand)),
                 concurrency=(*h.concurrency, (x.now, running + waiting + upstream)))
     kw = {"now": x.now, "horizon": horizon, "half_life": cfg.half_life,
@@ -193,8 +204,9 @@ def _decode_need(x: PlanInputs, h: PoolHistory) -> _Need:
     if m.kv_blocks_used is not None:
         h = replace(h, kv_blocks=(*h.kv_blocks, (x.now, m.kv_blocks_used)))
         p_kv = predict(h.kv_blocks, **kw)
-        per = (m.kv_blocks_total / x.decode.ready
-               if m.kv_blocks_total and x.decode.ready > 0 else float(prof.kv_blocks))
+        observed = m.kv_blocks_total / x.decode.ready if x.decode.ready > 0 and \
+            m.kv_blocks_total else 0.0
+        per = observed if observed >= 1.0 else float(prof.kv_blocks)
         needs["KV blocks"] = p_kv.value / (per * cfg.kv_target)
         smooth = max(smooth, p_kv.ewma / (per * cfg.kv_target))
         inputs.update(kvBlocksUsed=m.kv_blocks_used, predictedKvBlocks=p_kv.value,
@@ -230,12 +242,12 @@ def _hold(x: PlanInputs, state: PoolState, h: PoolHistory) -> tuple[str, str] | 
     """Why adds must wait, if they must."""
     if state.unschedulable > 0:
         why = f": {state.unschedulable_reason}" if state.unschedulable_reason else ""
-        return ("PodsUnschedulable",
+        return (Reason.AS_PENDING_PODS,
                 f"{state.unschedulable} pod(s) cannot be scheduled{why}; not adding more")
     stuck_after = x.config.stuck_startups * max(x.profile.startup_seconds, 1.0)
     if (state.ready < state.replicas and h.last_scale_up is not None
             and x.now - h.last_scale_up > stuck_after):
-        return ("PodsNotReady",
+        return (Reason.PODS_NOT_READY,
                 f"{state.replicas - state.ready} pod(s) not ready {x.now - h.last_scale_up:.0f}s "
                 f"after the last scale-up; not adding more")
     return None
@@ -255,7 +267,7 @@ def _decide(x: PlanInputs, name: str, state: PoolState, need: _Need) -> PoolDeci
     if hold is not None:
         target, (limited, limited_msg) = state.replicas, hold
     if target > state.max_replicas or need.raw > state.max_replicas:
-        limited = limited or "MaxReplicas"
+        limited = limited or Reason.AS_AT_MAX
         limited_msg = limited_msg or (f"wants {need.raw} replicas; maxReplicas is "
                                       f"{state.max_replicas}")
     target = min(max(target, state.min_replicas), state.max_replicas)
@@ -278,7 +290,7 @@ def _ratio(x: PlanInputs, p: PoolDecision, d: PoolDecision, hp: PoolHistory, hd:
         reason = ("ScaleUp" if to > dec.current else "ScaleDown" if to < dec.current
                   else "Hold")
         return replace(dec, desired=to, reason=reason, message=f"{dec.message}; {why}",
-                       limited="RatioBound" if limited else dec.limited,
+                       limited=Reason.AS_RATIO_BOUND if limited else dec.limited,
                        limited_message=why if limited else dec.limited_message)
 
     if p.desired > d.desired * hi + 1e-9:
@@ -298,8 +310,9 @@ def _ratio(x: PlanInputs, p: PoolDecision, d: PoolDecision, hp: PoolHistory, hd:
     return p, d
 
 
-def _after(h: PoolHistory, dec: PoolDecision, now: float, since: float) -> PoolHistory:
-    if dec.reason != "NoData":
+def _after(need: _Need, dec: PoolDecision, now: float, since: float) -> PoolHistory:
+    h = need.history
+    if need.raw is not None:
         h = replace(h, recommendations=(*h.recommendations, (now, dec.smoothed)))
     if dec.desired > dec.current:
         h = replace(h, last_scale_up=now)
@@ -315,6 +328,5 @@ def plan(x: PlanInputs) -> Plan:
     p, d = _ratio(x, _decide(x, "prefill", x.prefill, p_need),
                   _decide(x, "decode", x.decode, d_need), p_need.history, d_need.history)
     since = x.now - x.config.window
-    history = History(_after(p_need.history, p, x.now, since),
-                      _after(d_need.history, d, x.now, since))
+    history = History(_after(p_need, p, x.now, since), _after(d_need, d, x.now, since))
     return Plan(p, d, history)

@@ -124,22 +124,26 @@ def measure(a: argparse.Namespace, command: str, log: Any = print) -> CapacityPr
             decode_points.append((b, statistics.median(gaps)))
             log(f"decode batch {b:3d}: {decode_points[-1][1] * 1000:.2f} ms per step")
     kv_blocks = int(stats.kv_blocks_total)
-    worker_defaults = _worker_settings(a.worker_arg)
+    worker_defaults = _worker_settings(a.model, a.worker_arg)
     return build_profile(
         model=a.model, device=a.device, command=command, startup_seconds=w.startup_seconds,
-        max_context=worker_defaults["max_context"] or 8192, prefill_points=prefill_points,
+        max_context=worker_defaults["max_context"], prefill_points=prefill_points,
         saturated_seconds_per_token=saturated, reference_tokens=ref,
         decode_points=decode_points, context_tokens=a.context,
         max_sequences=worker_defaults["max_num_seqs"], kv_blocks=kv_blocks,
         block_size=worker_defaults["block_size"])
 
 
-def _worker_settings(extra: list[str]) -> dict[str, int]:
-    from splitserve.worker.config import from_args
+def _worker_settings(model: str, extra: list[str]) -> dict[str, int]:
+    """The engine limits the measured worker ran with (its flags, the model's context)."""
+    from splitserve.worker.config import from_args, resolve_model
 
-    cfg = from_args(["--role", "colocated", *extra])
+    cfg = from_args(["--role", "colocated", "--model", model, *extra])
+    positions = json.loads((resolve_model(model) / "config.json").read_text()).get(
+        "max_position_embeddings", 0)
+    limits = [int(v) for v in (cfg.engine.max_model_len, positions) if v]
     return {"max_num_seqs": cfg.engine.max_num_seqs, "block_size": cfg.engine.block_size,
-            "max_context": cfg.engine.max_model_len or 0}
+            "max_context": min(limits) if limits else 0}
 
 
 def main(argv: list[str]) -> int:

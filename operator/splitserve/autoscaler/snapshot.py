@@ -5,7 +5,15 @@ Every field is None when its series is missing ("no data"), never zero in its pl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+
+
+def _check(obj: object, where: str) -> None:
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, float | int) and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{where}.{f.name}={value!r}: expected a finite non-negative number")
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,9 @@ class PoolMetrics:
     kv_blocks_used: float | None = None
     kv_blocks_total: float | None = None
 
+    def __post_init__(self) -> None:
+        _check(self, "pool")
+
 
 @dataclass(frozen=True)
 class MetricsSnapshot:
@@ -29,3 +40,6 @@ class MetricsSnapshot:
     decode: PoolMetrics
     ttft: float | None = None
     tpot: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self, "snapshot")
