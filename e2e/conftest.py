@@ -2,7 +2,12 @@
 
 The `cluster` fixture uses a cluster that already answers (and leaves it running), or brings one
 up with e2e/cluster/up.sh and tears it down with down.sh when the session ends, so a test run
-leaves the machine as it found it. SPLITSERVE_KEEP_CLUSTER=1 keeps a cluster the fixture started.
+leaves the machine as it found it.
+
+Environment:
+  SPLITSERVE_KEEP_CLUSTER=1          keep a cluster the fixture started running after the session
+  SPLITSERVE_E2E_KUBECONFIG=PATH     use another cluster (e2e/kind/run.sh) instead of e2e/cluster
+  SPLITSERVE_E2E_IMAGES_PRELOADED=1  images are already on that cluster's nodes; build nothing
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class Cluster:
 
     kubeconfig: Path
     api: client.ApiClient
+    local: bool  # the e2e/cluster node on this machine: pod and Service addresses route here
+    images_preloaded: bool
 
     @property
     def core(self) -> client.CoreV1Api:
@@ -65,7 +72,9 @@ class Cluster:
     wait_for = staticmethod(wait_for)
 
     def build_image(self, dockerfile: Path, context: Path, name: str) -> str:
-        """Builds `name` from a project Dockerfile, loads it into the node; returns the full name."""
+        """Builds `name` from a project Dockerfile and loads it into the node; returns its name."""
+        if self.images_preloaded:
+            return name
         result = subprocess.run(
             [str(CLUSTER_SCRIPTS / "build-image.sh"), str(dockerfile), str(context), name],
             stdout=subprocess.PIPE,
@@ -85,7 +94,8 @@ class Cluster:
             phase = pod.status.phase if pod.status else None
             if phase == "Failed" and phase not in phases:
                 log = self.core.read_namespaced_pod_log(name, namespace)
-                raise AssertionError(f"pod {namespace}/{name} failed:\n{log}")
+                states = [s.state for s in (pod.status.container_statuses or [])]
+                raise AssertionError(f"pod {namespace}/{name} failed: {states}\n{log}")
             return pod if phase in phases else None
 
         return wait_for(f"pod {namespace}/{name} to be {'/'.join(sorted(phases))}", probe, timeout)
@@ -105,6 +115,13 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    preloaded = os.environ.get("SPLITSERVE_E2E_IMAGES_PRELOADED") == "1"
+    external = os.environ.get("SPLITSERVE_E2E_KUBECONFIG")
+    if external:
+        api = config.new_client_from_config(config_file=external)
+        yield Cluster(Path(external), api, local=False, images_preloaded=preloaded)
+        api.close()
+        return
     status = _run_script("up.sh", "--status")
     started_here = status.returncode != 0
     if started_here:
@@ -115,7 +132,7 @@ def cluster() -> Iterator[Cluster]:
     kubeconfig = Path(status.stdout.strip().splitlines()[-1])
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
-        yield Cluster(kubeconfig=kubeconfig, api=api)
+        yield Cluster(kubeconfig, api, local=True, images_preloaded=preloaded)
     finally:
         api.close()
         if started_here and os.environ.get("SPLITSERVE_KEEP_CLUSTER") != "1":

@@ -1,6 +1,12 @@
 # The cluster's processes: containerd, etcd, control plane, kubelet, kube-proxy, cluster DNS.
 # shellcheck shell=bash
 
+has_cap_sys_resource() {
+  local caps
+  caps=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
+  (( (16#$caps >> 24) & 1 ))
+}
+
 start_containerd() {
   mkdir -p "$SS_STATE/containerd" "$SS_CONTAINERD_ROOT"
   cat >"$SS_STATE/containerd/config.toml" <<TOML
@@ -19,6 +25,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   sandbox_image = "$SS_PAUSE_IMAGE"
   stream_server_address = "127.0.0.1"
   netns_mounts_under_state_dir = true
+  # Root here lacks CAP_SYS_RESOURCE, so containers cannot get a lower OOM score than containerd.
+  restrict_oom_score_adj = $(has_cap_sys_resource && echo false || echo true)
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -152,6 +160,7 @@ COREFILE
 
 # Objects the components need before they start: DNS identity and Service.
 apply_bootstrap_objects() {
+  wait_until 60 "namespace kube-system" kubectl_admin get namespace kube-system
   kubectl_admin apply -f - >/dev/null <<YAML
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole

@@ -41,7 +41,8 @@ setup_network() {
       "ipam": {
         "type": "host-local",
         "dataDir": "$SS_STATE/cni/ipam",
-        "ranges": [[{"subnet": "$SS_POD_CIDR", "gateway": "$SS_NODE_IP"}]]
+        "ranges": [[{"subnet": "$SS_POD_CIDR", "gateway": "$SS_NODE_IP"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
       }
     },
     {"type": "portmap", "capabilities": {"portMappings": true}}
@@ -50,8 +51,24 @@ setup_network() {
 CNI
 }
 
+# Chains the kubelet creates (kube-proxy --cleanup removes kube-proxy's own).
+remove_kubelet_chains() {
+  local ipt spec
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    "$ipt" -w -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+    "$ipt" -w -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+    for spec in filter:KUBE-FIREWALL filter:KUBE-KUBELET-CANARY nat:KUBE-KUBELET-CANARY \
+      mangle:KUBE-KUBELET-CANARY mangle:KUBE-IPTABLES-HINT; do
+      "$ipt" -w -t "${spec%%:*}" -F "${spec#*:}" 2>/dev/null || continue
+      "$ipt" -w -t "${spec%%:*}" -X "${spec#*:}" 2>/dev/null || true
+    done
+  done
+}
+
 teardown_network() {
   local line saved=$SS_STATE/sysctl.saved
+  remove_kubelet_chains
   iptables -w -D FORWARD -j SPLITSERVE-ISOLATION 2>/dev/null || true
   iptables -w -F SPLITSERVE-ISOLATION 2>/dev/null && iptables -w -X SPLITSERVE-ISOLATION 2>/dev/null || true
   ip link show "$SS_BRIDGE" >/dev/null 2>&1 && ip link del "$SS_BRIDGE"

@@ -38,7 +38,7 @@ stop_daemon() {
   pid=$(<"$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_until 20 "$name to exit" bash -c "! kill -0 $pid"; then
+    if ! wait_until 10 "$name to exit" bash -c "! kill -0 $pid"; then
       kill -KILL "$pid" 2>/dev/null || true
       wait_until 10 "$name to die" bash -c "! kill -0 $pid" || true
     fi
