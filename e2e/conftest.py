@@ -91,10 +91,11 @@ class Cluster:
     ) -> client.V1Pod:
         def probe() -> client.V1Pod | None:
             pod = self.pod(namespace, name)
-            phase = pod.status.phase if pod.status else None
+            status = pod.status or client.V1PodStatus()
+            phase = status.phase
             if phase == "Failed" and phase not in phases:
                 log = self.core.read_namespaced_pod_log(name, namespace)
-                states = [s.state for s in (pod.status.container_statuses or [])]
+                states = [c.state for c in status.container_statuses or []]
                 raise AssertionError(f"pod {namespace}/{name} failed: {states}\n{log}")
             return pod if phase in phases else None
 

@@ -20,9 +20,12 @@ stop_daemon kubelet
 if daemon_running containerd; then
   "$SS_K8S_BIN/cri-reset" "unix://$SS_CONTAINERD_SOCK" || log "warning: some pods were not removed cleanly"
 fi
-for name in coredns kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
+for name in coredns kube-proxy kube-scheduler kube-controller-manager; do
   stop_daemon "$name"
 done
+stop_daemon kube-apiserver 5  # it can linger on closed long-running requests after shutting down
+stop_daemon etcd
+stop_daemon containerd
 
 # Shims of this containerd (found by its socket path) that outlived it.
 for pid in $(pgrep -f -- "containerd-shim-runc-v2 .*-address $SS_CONTAINERD_SOCK" || true); do

@@ -21,7 +21,7 @@ start_daemon() {
   local name=$1; shift
   if daemon_running "$name"; then log "$name already running (pid $(<"$SS_PIDS/$name.pid"))"; return; fi
   mkdir -p "$SS_LOGS" "$SS_PIDS"
-  setsid "$@" </dev/null >>"$SS_LOGS/$name.log" 2>&1 &
+  setsid "$@" </dev/null >>"$SS_LOGS/$name.log" 2>&1 9>&- &
   echo $! >"$SS_PIDS/$name.pid"
   log "started $name (pid $!, log $SS_LOGS/$name.log)"
 }
@@ -31,14 +31,14 @@ daemon_running() {
   [[ -f $pidfile ]] && kill -0 "$(<"$pidfile")" 2>/dev/null
 }
 
-# stop_daemon NAME: TERM, then KILL after a grace period; removes the pid file.
+# stop_daemon NAME [GRACE_SECONDS]: TERM, then KILL after the grace period; removes the pid file.
 stop_daemon() {
-  local name=$1 pidfile=$SS_PIDS/$1.pid pid
+  local name=$1 grace=${2:-10} pidfile=$SS_PIDS/$1.pid pid
   [[ -f $pidfile ]] || return 0
   pid=$(<"$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_until 10 "$name to exit" bash -c "! kill -0 $pid"; then
+    if ! wait_until "$grace" "$name to exit" bash -c "! kill -0 $pid"; then
       kill -KILL "$pid" 2>/dev/null || true
       wait_until 10 "$name to die" bash -c "! kill -0 $pid" || true
     fi
