@@ -231,6 +231,25 @@ def test_pod_asking_for_too_many_gpus_is_unschedulable(cluster, namespace: str, 
     assert cluster.pod(namespace, "greedy").status.phase == "Pending"
 
 
+def test_gpu_capacity_is_restored_after_a_reset(cluster) -> None:
+    if not cluster.local:
+        pytest.skip("the watcher that re-advertises GPUs is part of e2e/cluster")
+    node = cluster.core.list_node().items[0].metadata.name
+    before = cluster.core.read_node_status(node).status.capacity["nvidia.com/gpu"]
+    zero = {"status": {"capacity": {"nvidia.com/gpu": "0"}, "allocatable": {"nvidia.com/gpu": "0"}}}
+    cluster.core.patch_node_status(node, zero)
+
+    def restored() -> bool:
+        status = cluster.core.read_node_status(node).status
+        return (
+            status.capacity.get("nvidia.com/gpu")
+            == before
+            == status.allocatable.get("nvidia.com/gpu")
+        )
+
+    cluster.wait_for("nvidia.com/gpu to be advertised again", restored, timeout=60)
+
+
 def test_node_advertises_gpus(cluster) -> None:
     nodes = cluster.core.list_node().items
     assert len(nodes) == 1

@@ -31,14 +31,18 @@ fi
 
 require_root
 t0=$SECONDS
-mkdir -p "$SS_CACHE" "$SS_IMAGES" "$SS_STATE" "$SS_LOGS" "$SS_PIDS"
-exec 9>"$SS_STATE/.lock"
-flock -w 3600 9 || die "another up.sh or down.sh holds $SS_STATE/.lock"
-
+mkdir -p "$SS_CACHE" "$SS_IMAGES"
+exec 8>"$SS_CACHE/.lock"
+flock -w 3600 8 || die "another up.sh holds $SS_CACHE/.lock"
 install_all
 build_base_image
 build_pause_image
+exec 8>&-
 log "tools ready after $((SECONDS - t0))s"
+
+mkdir -p "$SS_STATE" "$SS_LOGS" "$SS_PIDS"
+exec 9>"$SS_STATE/.lock"
+flock -w 600 9 || die "another up.sh or down.sh holds $SS_STATE/.lock"
 
 setup_network
 start_containerd

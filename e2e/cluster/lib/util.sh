@@ -21,7 +21,7 @@ start_daemon() {
   local name=$1; shift
   if daemon_running "$name"; then log "$name already running (pid $(<"$SS_PIDS/$name.pid"))"; return; fi
   mkdir -p "$SS_LOGS" "$SS_PIDS"
-  setsid "$@" </dev/null >>"$SS_LOGS/$name.log" 2>&1 9>&- &
+  setsid "$@" </dev/null >>"$SS_LOGS/$name.log" 2>&1 8>&- 9>&- &
   echo $! >"$SS_PIDS/$name.pid"
   log "started $name (pid $!, log $SS_LOGS/$name.log)"
 }
