@@ -1,4 +1,4 @@
-"""A real Prometheus server for tests: built by install.sh, scraping given targets on loopback."""
+"""A real Prometheus for tests: installed by install.sh, scraping given targets on loopback."""
 
 from __future__ import annotations
 

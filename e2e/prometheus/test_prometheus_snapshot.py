@@ -148,7 +148,7 @@ def test_install_is_idempotent() -> None:
     first = install()
     again = install()
     assert first == again and first.is_file()
-    assert Path(first).parent.name.startswith("prometheus-v0.")
+    assert Path(first).parent.name.startswith("prometheus-deb-")
 
 
 class ScaleRecorder:
