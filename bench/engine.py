@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 import transformers
+
 from splitserve.engine.config import EngineConfig
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.loader import DTYPES

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 import yaml
 from operator_lib import OperatorProcess, kubectl, operator_kind_writes
+
 from splitserve.operator.kube import Kube, load_config
 
 ROOT = Path(__file__).resolve().parents[1]

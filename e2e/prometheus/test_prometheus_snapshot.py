@@ -28,23 +28,22 @@ from splitserve.autoscaler.policy import PlanInputs, PoolState, plan
 from splitserve.autoscaler.prom import PrometheusClient, Scope
 from splitserve.autoscaler.service_autoscaler import ServiceAutoscaler
 from splitserve.autoscaler.snapshot import MetricsSnapshot
-from splitserve.autoscaler.worker_process import WorkerProcess
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
+from splitserve.worker.process import WorkerProcess
 
 NAMESPACE, SERVICE = "e2e-prom", "itest"
 PROFILE = Path(autoscaler_pkg.__file__).parent / "profiles" / "small-cpu.json"
 PREFILL_BLOCKS, DECODE_BLOCKS = 300, 200
 
-pytestmark = pytest.mark.timeout(3600)  # the first run builds Prometheus
 
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
-    common = ["--model", "tiny", "--namespace", NAMESPACE, "--service", SERVICE]
-    prefill = WorkerProcess(["--role", "prefill", "--num-blocks", str(PREFILL_BLOCKS), *common])
+    common = ["--namespace", NAMESPACE, "--service", SERVICE]
+    prefill = WorkerProcess("prefill", "tiny", "--num-blocks", str(PREFILL_BLOCKS), *common)
     try:
-        decode = WorkerProcess(["--role", "decode", "--num-blocks", str(DECODE_BLOCKS), *common])
+        decode = WorkerProcess("decode", "tiny", "--num-blocks", str(DECODE_BLOCKS), *common)
     except BaseException:
         prefill.stop()
         raise
@@ -57,7 +56,7 @@ def workers() -> Iterator[tuple[WorkerProcess, WorkerProcess]]:
 def prometheus(workers: tuple[WorkerProcess, WorkerProcess],
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
     server = PrometheusServer(install(), tmp_path_factory.mktemp("prometheus"),
-                              [w.http for w in workers])
+                              [w.http_address for w in workers])
     yield server
     server.stop()
 
@@ -92,8 +91,9 @@ def colocated(decode: str, prompt: list[int], n: int) -> int:
 def send_load(prefill: WorkerProcess, decode: WorkerProcess) -> None:
     prompts = [[(7 * i + j) % 200 + 3 for j in range(40 + 8 * i)] for i in range(6)]
     with ThreadPoolExecutor(4) as pool:
-        pd = list(pool.map(lambda p: disaggregated(prefill.grpc, decode.grpc, p, 12), prompts))
-        local = list(pool.map(lambda p: colocated(decode.grpc, p, 8), prompts[:3]))
+        pd = list(pool.map(
+            lambda p: disaggregated(prefill.grpc_address, decode.grpc_address, p, 12), prompts))
+        local = list(pool.map(lambda p: colocated(decode.grpc_address, p, 8), prompts[:3]))
     assert pd == [12] * len(prompts)
     assert local == [8] * 3
 
@@ -198,7 +198,8 @@ def test_a_prompt_heavy_load_step_raises_prefill_not_decode(
     api, client = ScaleRecorder(), PrometheusClient(prometheus.url)
     prompts = [[(11 * i + j) % 200 + 3 for j in range(300)] for i in range(16)]
     with ThreadPoolExecutor(4) as pool:
-        done = list(pool.map(lambda p: disaggregated(prefill.grpc, decode.grpc, p, 1), prompts))
+        done = list(pool.map(
+            lambda p: disaggregated(prefill.grpc_address, decode.grpc_address, p, 1), prompts))
     assert done == [1] * len(prompts)
 
     def raised() -> bool:

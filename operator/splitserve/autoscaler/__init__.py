@@ -11,5 +11,4 @@ Module map (pure unless marked I/O):
 - `profile`    — (I/O) `splitserve profile`: measures a profile against real worker processes
 - `applier`    — (I/O) writes replicas through the SplitPool scale subresource, records status
 - `service_autoscaler` — one service's read → plan → apply step, history kept between steps
-- `worker_process` — (I/O) starts a `splitserve worker` child process (profile, tests)
 """

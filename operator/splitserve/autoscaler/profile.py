@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from splitserve.autoscaler.capacity import FORMAT, CapacityProfile
-from splitserve.autoscaler.worker_process import WorkerProcess
 
 
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
@@ -95,12 +94,14 @@ def _prompt(rng: random.Random, n: int, vocab: int = 256) -> list[int]:
 
 
 def measure(a: argparse.Namespace, command: str, log: Any = print) -> CapacityProfile:
-    from splitserve.worker.client import WorkerClient  # the data-plane side of the tool
+    # the data-plane side of the tool (gRPC), imported only when measuring
+    from splitserve.worker.client import WorkerClient
+    from splitserve.worker.process import WorkerProcess
 
     rng = random.Random(0)
-    args = ["--role", "colocated", "--model", a.model, "--device", a.device, *a.worker_arg]
-    with WorkerProcess(args) as w, WorkerClient(w.grpc) as c:
-        log(f"worker ready in {w.startup_seconds:.1f}s at {w.grpc}")
+    with WorkerProcess("colocated", a.model, "--device", a.device, *a.worker_arg) as w, \
+            WorkerClient(w.grpc_address) as c:
+        log(f"worker ready in {w.startup_seconds:.1f}s at {w.grpc_address}")
         stats = c.stats()
         c.generate(_prompt(rng, 32), 4)  # warm-up
         prefill_points = []

@@ -1,13 +1,13 @@
-"""A worker as a child process: start it, wait until it is ready (with a deadline), talk, stop."""
+"""A `splitserve worker` as a child process: started, ready (with a deadline), talked to, stopped.
+
+Built on the local runner's `Child` (log file, ready line, no orphans); used by the benchmarks,
+the profile command and the tests that need real worker processes.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
-import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,75 +15,61 @@ from typing import TypeVar
 
 from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.kvtransfer.tls import TLSFiles, open_channel
+from splitserve.local.processes import Child
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
-READY = re.compile(r"SPLITSERVE_WORKER_READY role=(\S+) grpc=(\S+) http=(\S+)")
-
-
-def child_env() -> dict[str, str]:
-    """The environment for a child that must import the same splitserve code as this process."""
-    import splitserve
-
-    roots = sorted({str(Path(p).parent) for p in splitserve.__path__})
-    path = os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
+READY_PREFIX = "SPLITSERVE_WORKER_READY"
 
 
 class WorkerProcess:
-    def __init__(self, role: str, model: Path, *extra: str, log_dir: Path,
-                 timeout_s: float = 120.0, tls: TLSFiles | None = None) -> None:
+    def __init__(self, role: str, model: str | Path, *extra: str, log_dir: Path | None = None,
+                 timeout_s: float = 300.0, tls: TLSFiles | None = None) -> None:
         self.role = role
+        log_dir = log_dir or Path(tempfile.mkdtemp(prefix="splitserve-worker-"))
         self.log_path = log_dir / f"{role}-{time.monotonic_ns()}.log"
-        self._log = self.log_path.open("w")
-        cmd = [sys.executable, "-m", "splitserve.cli", "worker", "--role", role,
-               "--model", str(model), "--grpc-port", "0", "--http-port", "0", *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=child_env())
-        self.grpc_address, self.http_address = self._wait_ready(timeout_s)
-        threading.Thread(target=self._drain_stdout, daemon=True).start()
+        self.child = Child(role, ["worker", "--role", role, "--model", str(model),
+                                  "--grpc-port", "0", "--http-port", "0", *extra],
+                           self.log_path, READY_PREFIX)
+        self.child.start()
+        try:
+            self.child.wait_ready(timeout_s)
+        except RuntimeError:
+            self.child.stop(10)
+            raise
+        self.grpc_address = self.child.ready_fields["grpc"]
+        self.http_address = self.child.ready_fields["http"]
+        assert self.child.ready_at is not None
+        self.startup_seconds = self.child.ready_at - self.child.started_at
         self.channel = open_channel(self.grpc_address, tls, [])
         self.stub = pb_grpc.WorkerStub(self.channel)
         self.kv = kv_grpc.KVTransferStub(self.channel)
 
-    def _wait_ready(self, timeout_s: float) -> tuple[str, str]:
-        deadline = time.monotonic() + timeout_s
-        assert self.proc.stdout is not None
-        # readline blocks, but the process either prints its ready line or exits (EOF)
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            match = READY.search(line)
-            if match:
-                return match.group(2), match.group(3)
-        self.kill()
-        raise RuntimeError(f"{self.role} worker did not become ready; log:\n"
-                           f"{self.log_path.read_text()[-4000:]}")
-
-    def _drain_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
+    @property
+    def proc(self) -> subprocess.Popen[str]:
+        assert self.child.proc is not None
+        return self.child.proc
 
     def stats(self) -> pb.StatsReply:
         return self.stub.Stats(pb.StatsRequest(), timeout=10)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        """SIGKILL, as a crash would."""
+        if self.child.alive:
+            assert self.child.proc is not None
+            self.child.proc.kill()
+            self.child.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.child.stop(30)
         self.channel.close()
-        self._log.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 def wait_for(predicate: Callable[[], T], timeout_s: float, what: str,
