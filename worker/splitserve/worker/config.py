@@ -86,7 +86,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batched-tokens", type=int,
                    default=int(_env("MAX_BATCHED_TOKENS", "512")))
     p.add_argument("--max-model-len", type=int, default=int(_env("MAX_MODEL_LEN", "0")) or None)
-    p.add_argument("--namespace", default=_env("NAMESPACE", "default"))
+    p.add_argument("--namespace",
+                   default=_env("NAMESPACE", os.environ.get("POD_NAMESPACE", "default")))
     p.add_argument("--service", default=_env("SERVICE", "local"))
     p.add_argument("--pool", default=_env("POOL", ""))
     p.add_argument("--reservation-timeout", type=float,
