@@ -72,3 +72,17 @@ def test_take_before_ready_and_cancel() -> None:
 def test_bad_timeout_is_refused() -> None:
     with pytest.raises(ValueError, match="timeout_s=0"):
         ReservationTable(Clock()).open("a", [1], 3, timeout_s=0)
+
+
+def test_progress_moves_the_deadline_forward_but_silence_expires() -> None:
+    clock = Clock()
+    table = ReservationTable(clock)
+    res = table.open("a", [1], 3, timeout_s=2)
+    for _ in range(5):  # 5 s of steady progress, longer than the 2 s timeout
+        clock.now += 1
+        table.touch(res.id)
+        assert table.expire() == []
+    clock.now += 2.5
+    assert [r.id for r in table.expire()] == [res.id]
+    with pytest.raises(ReservationError):
+        table.touch(res.id)

@@ -318,3 +318,25 @@ def test_merge_conditions(old_status: str, new_status: str, expected: str) -> No
     old = [{"type": "Ready", "status": old_status, "lastTransitionTime": NOW}]
     new = [{"type": "Ready", "status": new_status, "reason": "X", "message": ""}]
     assert merge_conditions(old, new, LATER)[0]["lastTransitionTime"] == expected
+
+
+def test_sandbox_failure_event_is_pod_start_failed() -> None:
+    observed = healthy()
+    observed.deployments["router"] = deployment(1, ready=0)
+    observed.pods = [pod("router", name="r-1", phase="Pending")]
+    observed.events = [{"reason": "FailedCreatePodSandBox", "involvedObject": {"name": "r-1"},
+                        "message": "Failed to create pod sandbox: runc create failed"}]
+    c = conds(service_status(service(), observed, NOW))
+    assert c["Degraded"]["reason"] == "PodStartFailed"
+    assert "runc create failed" in c["Degraded"]["message"]
+
+
+def test_missing_config_map_is_pod_start_failed() -> None:
+    observed = healthy()
+    observed.deployments["decode"] = deployment(2, ready=0)
+    observed.pods = [pod("decode", phase="Pending", containerStatuses=[
+        {"name": "worker", "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                 "message": 'secret "kv-tls" not found'}}}])]
+    c = conds(service_status(service(), observed, NOW))
+    assert c["Ready"]["reason"] == "PodStartFailed"
+    assert 'secret "kv-tls" not found' in c["Ready"]["message"]

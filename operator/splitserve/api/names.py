@@ -47,6 +47,7 @@ class Reason(StrEnum):
     UNSCHEDULABLE = "Unschedulable"
     IMAGE_PULL_FAILED = "ImagePullFailed"
     CRASH_LOOP = "CrashLoopBackOff"
+    POD_START_FAILED = "PodStartFailed"
     MODEL_NOT_FOUND = "ModelNotFound"
     INVALID_POD_TEMPLATE = "InvalidPodTemplate"
     CHILDREN_MISSING = "ChildrenMissing"

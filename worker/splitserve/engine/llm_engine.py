@@ -7,6 +7,7 @@ layer with `import_kv_layer`, and `commit`s the first token to continue decoding
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,9 +81,10 @@ class LLMEngine:
         self.sampler = Sampler(device)
         self.requests: dict[str, _Request] = {}
         self.held: dict[str, Sequence] = {}
+        self.in_flight = SchedulerOutput()  # the step being run, for `on_layer_done` hooks
         self._arrivals = itertools.count()
         self._counters = EngineCounters()
-        self.last_schedule = SchedulerOutput()  # what the current (or last) step runs
+        self.last_logits: torch.Tensor | None = None  # [sampling rows, vocab] of that step
         eos = set(loaded.config.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
@@ -151,14 +153,17 @@ class LLMEngine:
     # ---- the step ---------------------------------------------------------------------------
 
     def step(self, on_layer_done: Callable[[int], None] | None = None) -> list[RequestOutput]:
+        """One batch: schedule, run the model, sample and finish. `on_layer_done(layer)` runs
+        after each layer's KV of the step is in the cache (for layer-wise streaming)."""
         out = self.scheduler.schedule()
-        self.last_schedule = out
+        self.in_flight = out
         if not out.scheduled:
             return []
         for item in out.scheduled:
             req = self.requests[item.seq.seq_id]
             req.max_blocks = max(req.max_blocks, len(item.seq.block_table))
         logits = self.runner.run(out, on_layer_done)  # [sampling rows, vocab]
+        self.last_logits = logits
         sampling = [item.seq for item in out.scheduled if item.completes]
         for item in out.scheduled:
             item.seq.num_computed_tokens += item.num_tokens
@@ -216,7 +221,7 @@ class LLMEngine:
             yield from self.step()
 
     def generate(
-        self, prompts: list[str | list[int]], params: SamplingParams | None = None
+        self, prompts: cabc.Sequence[str | list[int]], params: SamplingParams | None = None
     ) -> list[RequestOutput]:
         ids = [f"gen-{next(self._arrivals)}" for _ in prompts]
         for request_id, prompt in zip(ids, prompts, strict=True):
@@ -227,9 +232,12 @@ class LLMEngine:
     # ---- KV hand-off ------------------------------------------------------------------------
 
     def held_blocks(self, request_id: str) -> tuple[list[int], int]:
-        """-> (block ids, tokens with KV) of a finished `hold_kv` request or a reservation."""
+        """-> (block ids, tokens with KV) of a finished `hold_kv` request, a reservation, or a
+        running request (inside `on_layer_done`, the blocks of the step in flight)."""
         seq = self.held.get(request_id)
-        if seq is None:
+        if seq is None and request_id in self.requests:
+            seq = self.requests[request_id].seq
+        if seq is None or not seq.block_table:
             raise ValueError(f"request_id={request_id!r} holds no KV blocks")
         return list(seq.block_table), seq.num_computed_tokens
 

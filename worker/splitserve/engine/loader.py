@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -47,15 +46,18 @@ def shard_files(root: Path) -> list[Path]:
 
 
 def weights_digest(root: Path) -> str:
-    """sha256 over config.json, each shard's name, size and JSON header (names, dtypes, shapes,
-    offsets): cheap, and any re-export or different shapes changes it."""
-    h = hashlib.sha256((root / "config.json").read_bytes())
+    """blake2b over config.json and every shard's name and full contents, computed once at load.
+
+    Peers exchange KV only under equal digests, so it must change whenever any weight does
+    (a fine-tune that touches a few matrices included); hashing runs near memory speed.
+    """
+    h = hashlib.blake2b(digest_size=32)
+    h.update((root / "config.json").read_bytes())
     for shard in shard_files(root):
-        with shard.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = f.read(n)
         h.update(f"{shard.name}:{shard.stat().st_size}:".encode())
-        h.update(header)
+        with shard.open("rb") as f:
+            while block := f.read(1 << 22):
+                h.update(block)
     return h.hexdigest()
 
 
@@ -81,11 +83,16 @@ def _build_state(
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue
         hf_prefix = "" if name.startswith("lm_head") else "model."
-        parts = [read(hf_prefix + n) for n in _checkpoint_name(name)]
+        keys = [hf_prefix + n for n in _checkpoint_name(name)]
+        parts = [read(key) for key in keys]
+        for key, part in zip(keys, parts, strict=True):
+            if tuple(part.shape[1:]) != tuple(param.shape[1:]):
+                raise ValueError(f"checkpoint tensor {key} has shape {tuple(part.shape)}, "
+                                 f"which does not fit {name} {tuple(param.shape)} of config.json")
         tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
         if tuple(tensor.shape) != tuple(param.shape):
             raise ValueError(
-                f"checkpoint tensor for {name} has shape {tuple(tensor.shape)}, "
+                f"checkpoint tensors {keys} give {name} shape {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(param.shape)}"
             )
         state[name] = tensor.to(device=device, dtype=dtype)

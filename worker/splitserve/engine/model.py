@@ -59,13 +59,19 @@ class Rotary(nn.Module):
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # x: [tokens, heads, head_dim]; positions: [tokens]
-        cos = self.cos.index_select(0, positions).to(x.dtype).unsqueeze(1)
-        sin = self.sin.index_select(0, positions).to(x.dtype).unsqueeze(1)
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[
+            torch.Tensor, torch.Tensor]:
+        """positions: [tokens] -> cos, sin: [tokens, 1, head_dim] (computed once per step)."""
+        cos = self.cos.index_select(0, positions).to(dtype).unsqueeze(1)
+        sin = self.sin.index_select(0, positions).to(dtype).unsqueeze(1)
+        return cos, sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: [tokens, heads, head_dim]
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -83,16 +89,16 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: Rotary,
+        rope: tuple[torch.Tensor, torch.Tensor],
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         tokens = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = rotary(q.view(tokens, self.heads, self.head_dim), positions)
-        k = rotary(k.view(tokens, self.kv_heads, self.head_dim), positions)
+        cos, sin = rope
+        q = apply_rotary(q.view(tokens, self.heads, self.head_dim), cos, sin)
+        k = apply_rotary(k.view(tokens, self.kv_heads, self.head_dim), cos, sin)
         v = v.view(tokens, self.kv_heads, self.head_dim)
         out = paged_attention(q, k, v, k_cache, v_cache, meta, self.scale)
         return self.o_proj(out)
@@ -121,14 +127,13 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         h: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: Rotary,
+        rope: tuple[torch.Tensor, torch.Tensor],
         k_cache: torch.Tensor,
         v_cache: torch.Tensor,
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         # h: [tokens, hidden]
-        h = h + self.self_attn(self.input_layernorm(h), positions, rotary, k_cache, v_cache, meta)
+        h = h + self.self_attn(self.input_layernorm(h), rope, k_cache, v_cache, meta)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -153,9 +158,10 @@ class CausalLM(nn.Module):
     ) -> torch.Tensor:
         """input_ids, positions: [tokens] -> float32 logits [len(logits_rows), vocab]."""
         h = self.embed_tokens(input_ids)  # [tokens, hidden]
+        rope = self.rotary(positions, h.dtype)
         for i, layer in enumerate(self.layers):
             k_cache, v_cache = kv_caches[i]
-            h = layer(h, positions, self.rotary, k_cache, v_cache, meta)
+            h = layer(h, rope, k_cache, v_cache, meta)
             if on_layer_done is not None:
                 on_layer_done(i)
         last = self.norm(h.index_select(0, logits_rows))  # [rows, hidden]

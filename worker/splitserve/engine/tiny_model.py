@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -206,6 +207,19 @@ def ensure_model(out_dir: str | Path, spec: TinySpec) -> Path:
     if marker.exists() and json.loads(marker.read_text()) == asdict(spec):
         return out
     return write_model(out, spec)
+
+
+def default_model_dir(name: str) -> Path:
+    """Where built-in checkpoints live: `${XDG_CACHE_HOME:-~/.cache}/splitserve/models/NAME`."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "splitserve" / "models" / name
+
+
+def ensure_builtin(size: str = "tiny") -> Path:
+    """The built-in checkpoint of a named size, written on first use."""
+    if size not in SIZES:
+        raise ValueError(f"size={size!r}: expected one of {sorted(SIZES)}")
+    return ensure_model(default_model_dir(f"{size}-llama-s0"), SIZES[size])
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

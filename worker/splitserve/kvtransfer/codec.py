@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -28,12 +29,20 @@ def dtype_name(dtype: torch.dtype) -> str:
     raise ValueError(f"KV cache dtype {dtype} cannot be transferred; expected {list(CACHE_DTYPES)}")
 
 
-def _raw(t: torch.Tensor) -> bytes:
-    return t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+Buffer = bytes | memoryview
+
+
+def _raw(t: torch.Tensor) -> memoryview:
+    """The tensor's bytes without a copy (the view keeps the tensor alive)."""
+    return t.contiguous().view(-1).view(torch.uint8).numpy().data
 
 
 def _tensor(data: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=dtype).view(shape)
+    if not data:
+        return torch.empty(shape, dtype=dtype)
+    with warnings.catch_warnings():  # read-only source: the tensor is only read, then copied
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(data, dtype=dtype).view(shape)
 
 
 def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,39 +57,74 @@ def _dequantize(q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> to
     return (q.float() * scales[:, None, :, None]).to(dtype)
 
 
-def checksum(*parts: bytes) -> int:
+def checksum(*parts: Buffer) -> int:
     crc = 0
     for part in parts:
         crc = zlib.crc32(part, crc)
     return crc
 
 
-def encode_chunk(
-    layer: int, first_block: int, k: torch.Tensor, v: torch.Tensor, compression: int
-) -> pb.KVChunk:
-    """k, v: [blocks, block_size, kv_heads, head_dim] in the cache dtype."""
+def _parts(k: torch.Tensor, v: torch.Tensor, compression: int
+           ) -> tuple[str, tuple[Buffer, Buffer, Buffer, Buffer]]:
+    """-> wire dtype and the k, v, k_scales, v_scales payloads (views, not copies)."""
     if k.shape != v.shape or k.dim() != 4:
         raise ValueError(f"k {tuple(k.shape)} and v {tuple(v.shape)} must be equal 4-d shapes")
     if compression == pb.COMPRESSION_INT8:
         kq, ks = _quantize(k)
         vq, vs = _quantize(v)
-        parts = (_raw(kq), _raw(vq), _raw(ks), _raw(vs))
-        wire = INT8
-    else:
-        parts = (_raw(k), _raw(v), b"", b"")
-        wire = dtype_name(k.dtype)
-    return pb.KVChunk(
-        layer=layer,
-        first_block=first_block,
-        num_blocks=k.shape[0],
-        dtype=wire,
-        shape=list(k.shape),
-        k=parts[0],
-        v=parts[1],
-        k_scales=parts[2],
-        v_scales=parts[3],
-        crc32=checksum(*parts),
-    )
+        return INT8, (_raw(kq), _raw(vq), _raw(ks), _raw(vs))
+    return dtype_name(k.dtype), (_raw(k), _raw(v), b"", b"")
+
+
+def encode_chunk(
+    layer: int, first_block: int, k: torch.Tensor, v: torch.Tensor, compression: int
+) -> pb.KVChunk:
+    """k, v: [blocks, block_size, kv_heads, head_dim] in the cache dtype."""
+    wire, parts = _parts(k, v, compression)
+    return pb.KVChunk(layer=layer, first_block=first_block, num_blocks=k.shape[0], dtype=wire,
+                      shape=list(k.shape), k=bytes(parts[0]), v=bytes(parts[1]),
+                      k_scales=bytes(parts[2]), v_scales=bytes(parts[3]),
+                      crc32=checksum(*parts))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field_header(number: int, length: int) -> bytes:
+    return _varint((number << 3) | 2) + _varint(length)  # wire type 2: length-delimited
+
+
+# KVChunk field numbers of the payloads, and PushMessage's field number of `chunk`
+_PAYLOAD_FIELDS = (6, 7, 8, 9)
+_PUSH_CHUNK_FIELD = 2
+
+
+def encode_chunk_message(
+    layer: int, first_block: int, k: torch.Tensor, v: torch.Tensor, compression: int
+) -> tuple[bytes, int]:
+    """The serialized `PushMessage{chunk}` for k, v, built with one copy of the payload.
+
+    Protobuf accepts fields in any order, so the small fields are serialized by the library and
+    the large byte fields are appended as length-delimited fields by hand.
+    -> (message bytes, payload bytes).
+    """
+    wire, parts = _parts(k, v, compression)
+    small = pb.KVChunk(layer=layer, first_block=first_block, num_blocks=k.shape[0], dtype=wire,
+                       shape=list(k.shape), crc32=checksum(*parts)).SerializeToString()
+    pieces: list[Buffer] = [small]
+    payload = 0
+    for number, part in zip(_PAYLOAD_FIELDS, parts, strict=True):
+        if len(part):
+            pieces += [_field_header(number, len(part)), part]
+            payload += len(part)
+    body_len = sum(len(p) for p in pieces)
+    return b"".join([_field_header(_PUSH_CHUNK_FIELD, body_len), *pieces]), payload
 
 
 @dataclass(frozen=True)

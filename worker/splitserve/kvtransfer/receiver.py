@@ -49,6 +49,8 @@ class KVReceiver(pb_grpc.KVTransferServicer):
         header = first.header
         mismatch = identity_mismatch(self._host.identity, header.identity)
         if mismatch:
+            # The request cannot complete from this sender; free its blocks for a fresh attempt.
+            self._host.fail(header.reservation_id, mismatch)
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, mismatch)
         try:
             res = self._host.begin_receive(header.reservation_id, header.num_tokens)
@@ -75,9 +77,12 @@ class KVReceiver(pb_grpc.KVTransferServicer):
                 else:
                     raise ChunkError(f"unexpected {kind!r} message after the header")
             raise ChunkError("the push ended without an end message")
-        except (ChunkError, ReservationError) as exc:
+        except ChunkError as exc:
             self._host.fail(res.id, str(exc))
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ReservationError as exc:  # ended meanwhile (expired, or incomplete at the end)
+            self._host.fail(res.id, str(exc))
+            abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except BaseException as exc:
             # The sender went away (stream cancelled) or the server is stopping.
             self._host.fail(res.id, f"push interrupted: {exc!r}")

@@ -1,5 +1,8 @@
 """Decode-side reservations: blocks held for a request until its KV arrives or a deadline passes.
 
+The deadline bounds the time without progress: every chunk that arrives moves it a full timeout
+ahead, so a long prompt that streams steadily is never cut off, and a silent sender is.
+
 Pure bookkeeping: the caller allocates and frees the blocks; every path that ends a reservation
 returns it so the caller frees exactly once.
 """
@@ -32,6 +35,7 @@ class Reservation:
     block_ids: list[int]
     num_tokens: int
     deadline: float
+    timeout_s: float
     state: ReservationState = ReservationState.OPEN
     first_token: int | None = None
     received: set[tuple[int, int]] = field(default_factory=set)  # (layer, block index)
@@ -53,7 +57,8 @@ class ReservationTable:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s={timeout_s}: expected a positive number of seconds")
         rid = f"{request_id}/r{next(self._ids)}"
-        res = Reservation(rid, request_id, list(block_ids), num_tokens, self._clock() + timeout_s)
+        res = Reservation(rid, request_id, list(block_ids), num_tokens,
+                          self._clock() + timeout_s, timeout_s)
         self._items[rid] = res
         return res
 
@@ -70,6 +75,11 @@ class ReservationTable:
                 f"reservation {reservation_id!r} is {res.state.value}, expected open")
         res.state = ReservationState.RECEIVING
         return res
+
+    def touch(self, reservation_id: str) -> None:
+        """Progress arrived: the deadline moves to a full timeout from now (never earlier)."""
+        res = self.get(reservation_id)
+        res.deadline = max(res.deadline, self._clock() + res.timeout_s)
 
     def mark_ready(self, reservation_id: str, first_token: int, num_layers: int) -> Reservation:
         res = self.get(reservation_id)

@@ -18,10 +18,10 @@ import grpc
 import torch
 
 from splitserve.kvtransfer import kvtransfer_pb2 as pb
-from splitserve.kvtransfer import kvtransfer_pb2_grpc as pb_grpc
-from splitserve.kvtransfer.codec import chunk_bytes, encode_chunk
+from splitserve.kvtransfer.codec import encode_chunk_message
 
 _END = object()
+PUSH_METHOD = "/splitserve.kvtransfer.v1.KVTransfer/Push"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _failure(exc: grpc.RpcError) -> TransferError:
 
 
 class KVPush:
-    def __init__(self, stub: pb_grpc.KVTransferStub, header: pb.PushHeader,
+    def __init__(self, channel: grpc.Channel, header: pb.PushHeader,
                  options: PushOptions) -> None:
         self._options = options
         self._header = header
@@ -64,22 +64,25 @@ class KVPush:
         self._chunks = 0
         self.bytes_sent = 0
         self.started = time.monotonic()
-        self._future = stub.Push.future(self._messages(), timeout=options.timeout_s)
+        # Messages go out pre-serialized: chunks are built with a single copy of their payload.
+        push = channel.stream_unary(PUSH_METHOD, request_serializer=None,
+                                    response_deserializer=pb.PushAck.FromString)
+        self._future = push.future(self._messages(), timeout=options.timeout_s)
 
-    def _messages(self) -> Iterator[pb.PushMessage]:
-        yield pb.PushMessage(header=self._header)
+    def _messages(self) -> Iterator[bytes]:
+        yield pb.PushMessage(header=self._header).SerializeToString()
         while True:
             item = self._queue.get()
             if item is _END:
                 return
             if isinstance(item, pb.PushEnd):
-                yield pb.PushMessage(end=item)
+                yield pb.PushMessage(end=item).SerializeToString()
                 continue
             assert isinstance(item, _Slice)
-            chunk = encode_chunk(item.layer, item.first_block, item.k, item.v,
-                                 self._options.compression)
-            self.bytes_sent += chunk_bytes(chunk)
-            yield pb.PushMessage(chunk=chunk)
+            message, payload = encode_chunk_message(item.layer, item.first_block, item.k,
+                                                    item.v, self._options.compression)
+            self.bytes_sent += payload
+            yield message
 
     def _put(self, item: object) -> None:
         deadline = self.started + self._options.timeout_s

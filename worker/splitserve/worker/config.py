@@ -56,6 +56,8 @@ class WorkerConfig:
     push_timeout_s: float
     max_message_bytes: int
     drain_timeout_s: float
+    tls_dir: str
+    tls_server_name: str
 
 
 def _env(name: str, default: str) -> str:
@@ -93,6 +95,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-message-bytes", type=int,
                    default=int(_env("MAX_MESSAGE_BYTES", str(256 << 20))))
     p.add_argument("--drain-timeout", type=float, default=float(_env("DRAIN_TIMEOUT", "120")))
+    p.add_argument("--tls-dir", default=_env("TLS_DIR", ""),
+                   help="tls.crt, tls.key and ca.crt (mTLS) for gRPC; empty = plaintext")
+    p.add_argument("--tls-server-name", default=_env("TLS_SERVER_NAME", "splitserve-worker"),
+                   help="name in the workers' certificate, checked by peers")
     return p
 
 
@@ -112,4 +118,5 @@ def from_args(argv: list[str]) -> WorkerConfig:
         namespace=a.namespace, service=a.service, pool=a.pool or a.role,
         reservation_timeout_s=a.reservation_timeout, push_timeout_s=a.push_timeout,
         max_message_bytes=a.max_message_bytes, drain_timeout_s=a.drain_timeout,
+        tls_dir=a.tls_dir, tls_server_name=a.tls_server_name,
     )

@@ -143,7 +143,7 @@ class EngineLoop:
             log.exception("periodic engine task failed")
 
     def _on_layer(self, layer: int) -> None:
-        for item in self.engine.last_schedule.prefills:
+        for item in self.engine.in_flight.scheduled:
             hook = self._hooks.get(item.seq.seq_id)
             if hook is not None:
                 start = item.seq.num_computed_tokens
@@ -154,10 +154,10 @@ class EngineLoop:
             outputs = self.engine.step(self._on_layer if self._hooks else None)
         except Exception as exc:
             log.exception("engine step failed; failing its requests")
-            for item in self.engine.last_schedule.scheduled:
+            for item in self.engine.in_flight.scheduled:
                 self._finish_with_error(item.seq.seq_id, exc)
             return
-        if not self.engine.last_schedule.scheduled:
+        if not self.engine.in_flight.scheduled:
             with self._cv:  # nothing could run (no free blocks): wait for a call to change that
                 if not self._calls and not self._stopped:
                     self._cv.wait(self._idle_wake_s)

@@ -16,6 +16,7 @@ from splitserve.engine.llm_engine import LLMEngine
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
 from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.kvtransfer.receiver import KVReceiver
+from splitserve.kvtransfer.tls import TLSFiles, server_credentials
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.config import WorkerConfig, from_args, resolve_model
 from splitserve.worker.engine_loop import EngineLoop
@@ -64,6 +65,7 @@ class Worker:
 
     def __init__(self, cfg: WorkerConfig) -> None:
         self.cfg = cfg
+        self.tls = TLSFiles.from_dir(cfg.tls_dir, cfg.tls_server_name) if cfg.tls_dir else None
         log.info("loading model %s", cfg.model)
         self.engine = LLMEngine.from_path(resolve_model(cfg.model), cfg.engine)
         self.loop = EngineLoop(self.engine)
@@ -75,14 +77,16 @@ class Worker:
         self.service = WorkerService(self.loop, self.reservations, ServiceOptions(
             role=cfg.role, model_name=cfg.model_name,
             reservation_timeout_s=cfg.reservation_timeout_s, push_timeout_s=cfg.push_timeout_s,
-            max_message_bytes=cfg.max_message_bytes), self.metrics)
+            max_message_bytes=cfg.max_message_bytes, tls=self.tls), self.metrics)
         limit = cfg.max_message_bytes
         self.grpc = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
                                 options=[("grpc.max_send_message_length", limit),
                                          ("grpc.max_receive_message_length", limit)])
         pb_grpc.add_WorkerServicer_to_server(self.service, self.grpc)
         kv_grpc.add_KVTransferServicer_to_server(KVReceiver(self.reservations), self.grpc)
-        self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        address = f"{cfg.host}:{cfg.grpc_port}"
+        self.grpc_port = self.grpc.add_secure_port(address, server_credentials(self.tls)) \
+            if self.tls else self.grpc.add_insecure_port(address)
         if self.grpc_port == 0:
             raise ValueError(f"cannot listen on {cfg.host}:{cfg.grpc_port} (gRPC)")
         self.http = WorkerHTTP(self.service, self.metrics.registry, lambda: self.loop.alive,

@@ -43,6 +43,7 @@ class Reservations:
         self._table = ReservationTable(clock)
         self._waiters: dict[str, _Waiter] = {}
         self._on_end = on_end or (lambda outcome: None)
+        self.bytes_received = 0
         loop.every_iteration(self.expire_due)
 
     def __len__(self) -> int:
@@ -86,11 +87,12 @@ class Reservations:
               k: torch.Tensor, v: torch.Tensor, nbytes: int) -> None:
         n = k.shape[0]
         with self._lock:
-            self._table.get(reservation.id)  # raises once the reservation ended
+            self._table.touch(reservation.id)  # raises once the reservation ended
             blocks = reservation.block_ids[first_block:first_block + n]
             self._loop.engine.cache.import_layer(layer, blocks, k, v)
             reservation.received.update((layer, first_block + i) for i in range(n))
             reservation.bytes_received += nbytes
+            self.bytes_received += nbytes
 
     def finish(self, reservation_id: str, first_token: int) -> None:
         layers = self._loop.engine.model_config.num_layers

@@ -16,9 +16,9 @@ from splitserve.api import metrics as names
 from splitserve.engine.llm_engine import RequestOutput
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.kvtransfer import kvtransfer_pb2 as kv
-from splitserve.kvtransfer import kvtransfer_pb2_grpc as kv_grpc
 from splitserve.kvtransfer.receiver import abort
 from splitserve.kvtransfer.sender import KVPush, PushOptions, TransferError
+from splitserve.kvtransfer.tls import TLSFiles, open_channel
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.engine_loop import EngineLoop, EngineStopped
@@ -40,6 +40,7 @@ class ServiceOptions:
     kv_queue_depth: int = 4
     max_message_bytes: int = 256 << 20
     request_timeout_s: float = 600.0
+    tls: TLSFiles | None = None  # mTLS towards decode workers when set
 
 
 def sampling_from_proto(s: pb.SamplingParams) -> SamplingParams:
@@ -76,6 +77,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         self._draining = threading.Event()
         self._channels: dict[str, grpc.Channel] = {}
         self._channels_lock = threading.Lock()
+        self._bytes_sent = 0
+        self._bytes_lock = threading.Lock()
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -111,7 +114,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             channel = self._channels.get(address)
             if channel is None:
                 limit = self._options.max_message_bytes
-                channel = grpc.insecure_channel(address, options=[
+                channel = open_channel(address, self._options.tls, [
                     ("grpc.max_send_message_length", limit),
                     ("grpc.max_receive_message_length", limit),
                 ])
@@ -155,8 +158,9 @@ class WorkerService(pb_grpc.WorkerServicer):
         context.add_callback(lambda: self._loop.abort(rid))
         if request.reservation_id:
             try:
+                # silence is bounded by the reservation's own deadline, which progress extends
                 res = self._reservations.wait_ready(
-                    request.reservation_id, self._options.reservation_timeout_s)
+                    request.reservation_id, self._options.request_timeout_s)
             except ReservationFailed as exc:
                 self._transfer_failed("reservation_failed")
                 abort(context, grpc.StatusCode.ABORTED, str(exc))
@@ -202,7 +206,7 @@ class WorkerService(pb_grpc.WorkerServicer):
                                identity=self._reservations.identity,
                                num_tokens=len(request.prompt_token_ids),
                                compression=request.compression)
-        push = KVPush(kv_grpc.KVTransferStub(self._channel(request.decode_address)), header,
+        push = KVPush(self._channel(request.decode_address), header,
                       PushOptions(compression=request.compression,
                                   chunk_blocks=request.chunk_blocks,
                                   queue_depth=self._options.kv_queue_depth,
@@ -229,6 +233,8 @@ class WorkerService(pb_grpc.WorkerServicer):
         finally:
             self._loop.abort(rid)  # frees the held blocks; the KV now lives on the decode side
         done = time.monotonic()
+        with self._bytes_lock:
+            self._bytes_sent += push.bytes_sent
         self._transferred("sent", push.bytes_sent, done - started)
         log.info("request %s: prefilled and pushed %d bytes", rid, push.bytes_sent)
         return pb.PrefillReply(first_token=first, bytes_sent=push.bytes_sent,
@@ -284,6 +290,8 @@ class WorkerService(pb_grpc.WorkerServicer):
                 kv_blocks_used=engine.blocks.num_used_blocks,
                 kv_blocks_total=engine.blocks.num_blocks,
                 reservations=len(self._reservations),
+                kv_bytes_received=self._reservations.bytes_received,
+                kv_bytes_sent=self._bytes_sent,
             )
         return self._loop.call(read)
 

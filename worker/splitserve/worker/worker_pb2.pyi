@@ -130,7 +130,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("role", "draining", "running", "waiting", "queued_prompt_tokens", "kv_blocks_used", "kv_blocks_total", "reservations")
+    __slots__ = ("role", "draining", "running", "waiting", "queued_prompt_tokens", "kv_blocks_used", "kv_blocks_total", "reservations", "kv_bytes_received", "kv_bytes_sent")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
@@ -139,6 +139,8 @@ class StatsReply(_message.Message):
     KV_BLOCKS_USED_FIELD_NUMBER: _ClassVar[int]
     KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    KV_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     role: str
     draining: bool
     running: int
@@ -147,4 +149,6 @@ class StatsReply(_message.Message):
     kv_blocks_used: int
     kv_blocks_total: int
     reservations: int
-    def __init__(self, role: _Optional[str] = ..., draining: _Optional[bool] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., reservations: _Optional[int] = ...) -> None: ...
+    kv_bytes_received: int
+    kv_bytes_sent: int
+    def __init__(self, role: _Optional[str] = ..., draining: _Optional[bool] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., reservations: _Optional[int] = ..., kv_bytes_received: _Optional[int] = ..., kv_bytes_sent: _Optional[int] = ...) -> None: ...

@@ -83,5 +83,4 @@ def _rollout_complete(deployment: dict[str, Any], desired: int) -> bool:
         status.get("observedGeneration", 0) >= generation
         and status.get("updatedReplicas", 0) >= desired
         and status.get("replicas", 0) == status.get("updatedReplicas", 0)
-        and status.get("availableReplicas", 0) >= desired
     )

@@ -106,7 +106,6 @@ def _headless_service(owner: dict[str, Any], name: str, role: Role,
         "spec": {
             "clusterIP": "None",
             "selector": naming.selector(name, role),
-            "publishNotReadyAddresses": False,
             "ports": [
                 {"name": "http", "port": WORKER_HTTP_PORT, "targetPort": "http",
                  "protocol": "TCP"},

@@ -18,10 +18,14 @@ IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 )
 MODEL_EVENT_REASONS = frozenset({"FailedMount", "FailedAttachVolume"})
+START_EVENT_REASONS = frozenset({"FailedCreatePodSandBox", "FailedCreatePodContainer"})
+START_WAITING_REASONS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
 # most severe first: the Ready/Degraded reason is the first problem found in this order
 SEVERITY = [
     Reason.INVALID_POD_TEMPLATE, Reason.MODEL_NOT_FOUND, Reason.IMAGE_PULL_FAILED,
-    Reason.CRASH_LOOP, Reason.INSUFFICIENT_GPU, Reason.UNSCHEDULABLE,
+    Reason.CRASH_LOOP, Reason.POD_START_FAILED, Reason.INSUFFICIENT_GPU, Reason.UNSCHEDULABLE,
 ]
 POOL_ROLES = (Role.PREFILL, Role.DECODE, Role.ROUTER)
 
@@ -57,6 +61,10 @@ def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> li
         e.get("involvedObject", {}).get("name"): e.get("message", "")
         for e in events if e.get("reason") in MODEL_EVENT_REASONS
     }
+    failing_starts = {
+        e.get("involvedObject", {}).get("name"): e.get("message", "")
+        for e in events if e.get("reason") in START_EVENT_REASONS
+    }
     for pod in sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")):
         meta, status = pod.get("metadata", {}), pod.get("status", {})
         role = meta.get("labels", {}).get("splitserve.io/role", "unknown")
@@ -87,8 +95,13 @@ def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> li
             elif waiting.get("reason") == "CrashLoopBackOff" and \
                     cs.get("name") != MODEL_CHECK_CONTAINER:
                 add(Reason.CRASH_LOOP, role, f"{role}: container {cs.get('name')} keeps crashing")
+            elif waiting.get("reason") in START_WAITING_REASONS:
+                add(Reason.POD_START_FAILED, role, f"{role}: container {cs.get('name')}: "
+                    f"{_short(waiting.get('message', '') or waiting['reason'])}")
         if name in failing_mounts:
             add(Reason.MODEL_NOT_FOUND, role, _short(failing_mounts[name]))
+        if name in failing_starts:
+            add(Reason.POD_START_FAILED, role, f"{role}: {_short(failing_starts[name])}")
     return sorted(found.values(), key=lambda p: (SEVERITY.index(p.reason), p.role))
 
 

@@ -1,0 +1,237 @@
+"""kopf handlers: every trigger leads to one idempotent reconcile.
+
+- create/update/resume of a SplitService or SplitPool, and a periodic timer, reconcile it;
+- events on objects the operator owns (a deleted or edited child) reconcile their SplitService
+  (and, for pool Deployments, their SplitPool), so drift is repaired within seconds.
+Status goes through `patch.status` and only when it changed; kopf keeps its own progress in
+annotations (the schema prunes unknown status fields) and posts no events of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+from splitserve.api.base import GROUP, VERSION
+from splitserve.api.names import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGER, Role
+from splitserve.operator import events
+from splitserve.operator.kube import Kube, KubeError, load_config
+from splitserve.operator.planner import naming
+from splitserve.operator.reconcile import (
+    TemplateCache,
+    degraded_note,
+    reconcile_pool,
+    reconcile_service,
+    status_patch,
+)
+from splitserve.operator.runtime import OperatorOptions, Runtime
+
+SERVICES = "splitservices"
+POOLS = "splitpools"
+OWNED = {LABEL_MANAGED_BY: MANAGER}
+AUTOSCALER_FIELDS = ("lastScalingDecisions",)
+log = logging.getLogger(__name__)
+
+
+def plain(value: Any) -> Any:
+    """kopf bodies as plain, independent dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def runtime(memo: kopf.Memo) -> Runtime:
+    found: Runtime = memo["runtime"]
+    return found
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.batching.error_delays = [1, 2, 5, 10, 30]
+    options: OperatorOptions = memo["options"]
+    # reconciles run their blocking API calls in threads; the API server is close, so more
+    # threads than cores keep latency-bound work moving
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=16))
+    rt = Runtime(options, Kube(load_config(options.kubeconfig)), TemplateCache())
+    if options.metrics_port:
+        rt.telemetry.serve(options.metrics_port)
+    memo["runtime"] = rt
+
+
+@kopf.on.login()
+async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+    """kopf connects with exactly the configuration the operator's own client uses."""
+    options: OperatorOptions = memo["options"]
+    cfg = await asyncio.to_thread(load_config, options.kubeconfig)
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    scheme = None
+    if token and " " in token:
+        scheme, token = token.split(" ", 1)
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme or ("Bearer" if token else None),
+        token=token,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        username=cfg.username or None,
+        password=cfg.password or None,
+    )
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "runtime" in memo:
+        runtime(memo).kube.close()
+
+
+async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
+                             patch: kopf.Patch | None) -> None:
+    meta = obj["metadata"]
+    started, writes = time.monotonic(), dict(rt.kube.writes)
+    async with rt.lock(meta["namespace"], meta["name"]):
+        outcome = await asyncio.to_thread(reconcile_service, rt.kube, obj, rt.templates)
+        changes = status_patch(outcome.status, obj.get("status"), AUTOSCALER_FIELDS)
+        notes = list(outcome.notes)
+        note = degraded_note(obj.get("status"), outcome.status)
+        if note is not None:
+            notes.append(note)
+        if changes:
+            if patch is not None:
+                patch.status.update(changes)
+            else:
+                await asyncio.to_thread(rt.kube.patch, "SplitService", meta["namespace"],
+                                        meta["name"], {"status": changes}, "status")
+        if notes:
+            await asyncio.to_thread(events.post, rt.kube, obj, notes)
+    rt.count("SplitService", "error" if outcome.errors else "ok")
+    _record(rt, "SplitService", meta, started, writes, outcome.errors)
+    for role in ("prefill", "decode"):
+        counts = outcome.status.get(role) or {}
+        rt.telemetry.pool(meta["namespace"], meta["name"], role,
+                          counts.get("desiredReplicas", 0), counts.get("readyReplicas", 0))
+    log.info("reconciled SplitService %s/%s: %d status fields, %d events, %d errors",
+             meta["namespace"], meta["name"], len(changes), len(notes), len(outcome.errors))
+    if outcome.errors:
+        raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
+
+
+def _record(rt: Runtime, kind: str, meta: Mapping[str, Any], started: float,
+            writes_before: dict[str, int], errors: list[str]) -> None:
+    service = meta.get("labels", {}).get(LABEL_SERVICE, meta["name"]) if kind == "SplitPool" \
+        else meta["name"]
+    reason = "ApiError" if errors else None
+    rt.telemetry.reconciled(kind, meta["namespace"], service, time.monotonic() - started, reason)
+    for verb, count in rt.kube.writes.items():
+        rt.telemetry.wrote(kind, verb, count - writes_before.get(verb, 0))
+
+
+@kopf.on.create(GROUP, VERSION, SERVICES)
+@kopf.on.update(GROUP, VERSION, SERVICES)
+@kopf.on.resume(GROUP, VERSION, SERVICES)
+async def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                          **_: Any) -> None:
+    await _reconcile_service(runtime(memo), plain(body), patch)
+
+
+async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | None) -> None:
+    meta = obj["metadata"]
+    started, writes = time.monotonic(), dict(rt.kube.writes)
+    async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
+        outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
+        changes = status_patch(outcome.status, obj.get("status"))
+        if changes:
+            if patch is not None:
+                patch.status.update(changes)
+            else:
+                await asyncio.to_thread(rt.kube.patch, "SplitPool", meta["namespace"],
+                                        meta["name"], {"status": changes}, "status")
+    rt.count("SplitPool", "error" if outcome.errors else "ok")
+    _record(rt, "SplitPool", meta, started, writes, outcome.errors)
+    if outcome.errors:
+        raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
+
+
+@kopf.on.create(GROUP, VERSION, POOLS)
+@kopf.on.update(GROUP, VERSION, POOLS)
+@kopf.on.resume(GROUP, VERSION, POOLS)
+async def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile_pool(runtime(memo), plain(body), patch)
+
+
+async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -> None:
+    """Reconcile the owners of a child that changed or vanished."""
+    meta = body.get("metadata", {})
+    labels = meta.get("labels", {})
+    service, namespace = labels.get(LABEL_SERVICE), meta.get("namespace")
+    if not service or not namespace or event.get("type") is None:
+        return
+    try:
+        role = labels.get("splitserve.io/role")
+        if body.get("kind") == "Deployment" and role in (Role.PREFILL, Role.DECODE):
+            pool_name = naming.pool_name(service, role)
+            if rt.enqueue(namespace, pool_name, "pool"):
+                async with rt.lock(namespace, pool_name, kind="pool"):
+                    rt.dequeue(namespace, pool_name, "pool")
+                pool = await asyncio.to_thread(rt.kube.get, "SplitPool", namespace, pool_name)
+                if pool is not None:
+                    await _reconcile_pool(rt, pool, None)
+        if not rt.enqueue(namespace, service):
+            return
+        async with rt.lock(namespace, service):
+            rt.dequeue(namespace, service)
+        # read the owner only now, so the reconcile sees everything that happened meanwhile
+        owner = await asyncio.to_thread(rt.kube.get, "SplitService", namespace, service)
+        if owner is not None and not owner["metadata"].get("deletionTimestamp"):
+            await _reconcile_service(rt, owner, None)
+    except (KubeError, kopf.TemporaryError) as exc:
+        log.warning("reconcile of %s/%s after a child event deferred: %s", namespace, service,
+                    exc)
+
+
+def register_timers(interval: float) -> None:
+    """Periodic re-observation of every service and pool (status from pods, drift of fields a
+    watch event does not reveal). Registered by `main` with the configured interval."""
+
+    @kopf.timer(GROUP, VERSION, SERVICES, interval=interval, initial_delay=interval / 6,
+                id="service-resync")
+    async def service_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                            **_: Any) -> None:
+        await _reconcile_service(runtime(memo), plain(body), patch)
+
+    @kopf.timer(GROUP, VERSION, POOLS, interval=interval, initial_delay=interval / 4,
+                id="pool-resync")
+    async def pool_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                         **_: Any) -> None:
+        await _reconcile_pool(runtime(memo), plain(body), patch)
+
+
+def _register_child(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels=OWNED, id=f"child-{plural}")
+    async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo,
+                          **_: Any) -> None:
+        if event.get("type") in ("DELETED", "MODIFIED"):
+            await _child_event(runtime(memo), event, body)
+
+
+for _group, _version, _plural in [
+    ("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
+    ("", "v1", "serviceaccounts"), ("policy", "v1", "poddisruptionbudgets"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"), (GROUP, VERSION, POOLS),
+]:
+    _register_child(_group, _version, _plural)

@@ -1,0 +1,60 @@
+"""The operator's own Prometheus metrics, built from the names in `splitserve.api.metrics`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from splitserve.api import metrics as names
+
+ROLE = "operator"
+
+
+@dataclass
+class Telemetry:
+    registry: CollectorRegistry
+    reconciles: Counter
+    errors: Counter
+    seconds: Histogram
+    writes: Counter
+    desired: Gauge
+    ready: Gauge
+
+    @classmethod
+    def create(cls) -> Telemetry:
+        registry = CollectorRegistry()
+
+        def counter(m: names.Metric) -> Counter:
+            return Counter(m.name, m.help, m.labels, registry=registry)
+
+        def gauge(m: names.Metric) -> Gauge:
+            return Gauge(m.name, m.help, m.labels, registry=registry)
+
+        seconds = Histogram(names.RECONCILE_SECONDS.name, names.RECONCILE_SECONDS.help,
+                            names.RECONCILE_SECONDS.labels, buckets=names.RECONCILE_SECONDS.buckets,
+                            registry=registry)
+        return cls(registry, counter(names.RECONCILES), counter(names.RECONCILE_ERRORS), seconds,
+                   counter(names.RECONCILE_WRITES), gauge(names.POOL_DESIRED_REPLICAS),
+                   gauge(names.POOL_READY_REPLICAS))
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)
+
+    def reconciled(self, kind: str, namespace: str, service: str, seconds: float,
+                   error: str | None) -> None:
+        base = {"namespace": namespace, "service": service, "pool": "", "role": ROLE}
+        self.reconciles.labels(**base, kind=kind, result="error" if error else "ok").inc()
+        self.seconds.labels(**base, kind=kind).observe(seconds)
+        if error:
+            self.errors.labels(**base, kind=kind, reason=error).inc()
+
+    def wrote(self, kind: str, verb: str, count: int) -> None:
+        if count:
+            self.writes.labels(namespace="", service="", pool="", role=ROLE, kind=kind,
+                               verb=verb).inc(count)
+
+    def pool(self, namespace: str, service: str, role: str, desired: int, ready: int) -> None:
+        labels = {"namespace": namespace, "service": service, "pool": f"{service}-{role}",
+                  "role": role}
+        self.desired.labels(**labels).set(desired)
+        self.ready.labels(**labels).set(ready)
