@@ -4,7 +4,8 @@ colocated workers, chunked prefill on), each worker on one CPU thread, both behi
 the `small` built-in model, request lengths from the Azure conversation trace scaled down to
 this machine.
 
-SLOs are fixed before any load, from this run's idle engine (same thread count as a worker):
+SLOs are fixed before any load, from this run's idle engine (one worker process, same thread
+count, nothing else running on it):
 TTFT SLO = 3x the idle prefill time of the median prompt; TPOT SLO = 1.5x the idle
 single-sequence decode step. Each setup is swept over Poisson arrival rates (growing by
 `--step` until attainment falls below `--floor`); goodput is the highest rate whose attainment
@@ -67,30 +68,42 @@ def trace_shapes(path: Path, prompt_scale: float, output_scale: float, cap_promp
             for r in rows]
 
 
-def idle_slos(model: Path, median_prompt: int) -> dict[str, float]:
-    """Idle prefill time of the median prompt and idle single-sequence decode step (seconds)."""
-    import torch
+def idle_slos(model: Path, median_prompt: int, log_dir: Path) -> dict[str, float]:
+    """Idle prefill time of the median prompt and idle single-sequence decode step (seconds),
+    measured on one worker process of this run (same thread count, same machine load as the
+    sweeps), with nothing else running on it."""
+    import grpc
 
-    from splitserve.engine.config import EngineConfig
-    from splitserve.engine.llm_engine import LLMEngine
-    from splitserve.engine.sampling_params import SamplingParams
+    from splitserve.worker import worker_pb2 as pb
+    from splitserve.worker import worker_pb2_grpc as pb_grpc
 
-    torch.set_num_threads(int(THREADS))
-    engine = LLMEngine.from_path(model, EngineConfig(dtype="float32", device="cpu",
-                                                     num_blocks=512, max_model_len=MAX_CONTEXT))
-    prompt = [random.Random(0).randrange(10, 8000) for _ in range(median_prompt)]
-    prefill, steps = [], []
-    for i in range(4):
-        engine.add_request(f"p{i}", prompt, SamplingParams(max_tokens=1))
-        started = time.perf_counter()
-        list(engine.stream())
-        prefill.append(time.perf_counter() - started)
-        engine.add_request(f"d{i}", prompt[:32], SamplingParams(max_tokens=33, ignore_eos=True))
-        engine.step()  # prefill
-        started = time.perf_counter()
-        for _ in range(32):
-            engine.step()
-        steps.append((time.perf_counter() - started) / 32)
+    os.environ["OMP_NUM_THREADS"] = THREADS
+    worker = Child("idle-colocated", ["worker", "--role", "colocated", "--model", str(model),
+                                      "--grpc-port", "0", "--http-port", "0", "--dtype",
+                                      "float32", "--num-blocks", "512", "--max-batched-tokens",
+                                      "512", "--max-model-len", str(MAX_CONTEXT)],
+                   log_dir / "idle-colocated.log", WORKER_READY)
+    worker.start()
+    try:
+        worker.wait_ready(900)
+        channel = grpc.insecure_channel(worker.ready_fields["grpc"])
+        stub = pb_grpc.WorkerStub(channel)
+        rng = random.Random(0)
+        prefill, steps = [], []
+        for i in range(6):
+            prompt = [rng.randrange(10, 8000) for _ in range(median_prompt)]
+            started = time.perf_counter()
+            list(stub.Generate(pb.GenerateRequest(
+                request_id=f"idle-p{i}", prompt_token_ids=prompt,
+                sampling=pb.SamplingParams(max_tokens=1, ignore_eos=True))))
+            prefill.append(time.perf_counter() - started)
+            stamps = [time.perf_counter() for _ in stub.Generate(pb.GenerateRequest(
+                request_id=f"idle-d{i}", prompt_token_ids=prompt[:32],
+                sampling=pb.SamplingParams(max_tokens=33, ignore_eos=True)))]
+            steps.append((stamps[-1] - stamps[0]) / (len(stamps) - 1))
+        channel.close()
+    finally:
+        worker.stop(30)
     prefill_s, step_s = statistics.median(prefill[1:]), statistics.median(steps[1:])
     return {"idle_prefill_ms": prefill_s * 1e3, "idle_decode_step_ms": step_s * 1e3,
             "ttft_ms": 3 * prefill_s * 1e3, "tpot_ms": 1.5 * step_s * 1e3}
@@ -268,7 +281,7 @@ def plot(curves: dict[str, list[dict[str, float]]], slo: dict[str, float], path:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=20.0, help="seconds of load per rate")
-    p.add_argument("--start", type=float, default=0.5, help="first rate (req/s)")
+    p.add_argument("--start", type=float, default=0.25, help="first rate (req/s)")
     p.add_argument("--step", type=float, default=1.5, help="rate multiplier per step")
     p.add_argument("--max-rates", type=int, default=7)
     p.add_argument("--floor", type=float, default=0.5, help="stop a sweep below this")
@@ -278,13 +291,13 @@ def main(argv: list[str]) -> int:
     model = builtin_model("small")
     shapes = trace_shapes(find_trace(), args.prompt_scale, args.output_scale, 1024, 64)
     median_prompt = int(statistics.median(s.prompt for s in shapes))
-    slo = idle_slos(model, median_prompt)
+    log_dir = Path(tempfile.mkdtemp(prefix="goodput-"))
+    slo = idle_slos(model, median_prompt, log_dir)
     print(f"trace: {len(shapes)} requests, median prompt {median_prompt} tokens, median output "
           f"{statistics.median(s.output for s in shapes):.0f} tokens (scaled)")
     print(f"SLOs from the idle engine: TTFT {slo['ttft_ms']:.0f} ms "
           f"(3 x {slo['idle_prefill_ms']:.0f} ms prefill), TPOT {slo['tpot_ms']:.1f} ms "
           f"(1.5 x {slo['idle_decode_step_ms']:.1f} ms)")
-    log_dir = Path(tempfile.mkdtemp(prefix="goodput-"))
     curves = {
         "disaggregated": sweep(Setup("disaggregated", ["prefill", "decode"], model, log_dir),
                                shapes, slo, args),
