@@ -229,6 +229,14 @@ def goodput(points: list[tuple[float, float]]) -> float:
     return best
 
 
+def side_by_side(curves: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Attainment of every setup at each rate all of them were measured at."""
+    by = {name: {round(p["rate"], 3): p["attainment"] for p in pts}
+          for name, pts in curves.items()}
+    common = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
+    return {f"{r:g}": {name: round(by[name][r], 3) for name in by} for r in common}
+
+
 def sweep(setup: Setup, shapes: list[Shape], slo: dict[str, float], args: argparse.Namespace
           ) -> list[dict[str, float]]:
     url = setup.start()
@@ -310,6 +318,7 @@ def main(argv: list[str]) -> int:
     result = {
         "goodput_rps": rps, "goodput_ratio": ratio, "slo": {k: round(v, 2) for k, v in
                                                            slo.items()},
+        "attainment_by_rate": side_by_side(curves),
         "target_attainment": TARGET, "curves": curves,
         "setup": {"model": "small", "threads_per_worker": int(THREADS),
                   "median_prompt_tokens": median_prompt, "prompt_scale": args.prompt_scale,
