@@ -40,9 +40,9 @@ def get(url: str) -> str:
         return resp.read().decode()
 
 
-def spec_doc(name: str, prefill: int, decode: int, threshold: int,
+def spec_doc(name: str, prefill: int, decode: int, threshold: int, kv_blocks: int = 256,
              **router: Any) -> dict[str, Any]:
-    engine = {"maxBatchTokens": 512, "maxRunningSeqs": 32, "kvCacheBlocks": 256}
+    engine = {"maxBatchTokens": 512, "maxRunningSeqs": 32, "kvCacheBlocks": kv_blocks}
     return {"apiVersion": "splitserve.io/v1alpha1", "kind": "SplitService",
             "metadata": {"name": name},
             "spec": {"model": {"name": "tiny", "dtype": "float32", "maxContext": 1024},

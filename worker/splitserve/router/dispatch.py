@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from splitserve.worker.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 PREFILL_GRACE_S = 0.5  # after a failed Prefill, time for decode's own error to surface first
+NO_ROOM_BACKOFF_MIN_S = 0.05
+NO_ROOM_BACKOFF_MAX_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class DispatchOptions:
     request_timeout_s: float = 600.0
     reserve_timeout_s: float = 10.0
     reservation_timeout_ms: int = 30_000
+    no_room_wait_s: float = 30.0  # how long a request waits for decode KV room
     compression: str = "COMPRESSION_NONE"  # a kvtransfer Compression enum name
     chunk_blocks: int = 0
 
@@ -101,6 +105,8 @@ class Dispatcher:
         generated: list[int] = []
         excluded: dict[str, set[str]] = {"decode": set(), "prefill": set()}
         attempt = 0
+        waits_until = time.monotonic() + self._options.no_room_wait_s
+        backoff = NO_ROOM_BACKOFF_MIN_S / 2
         while True:
             attempt += 1
             remaining = sampling.max_tokens - len(generated)
@@ -122,6 +128,11 @@ class Dispatcher:
                 raise _Failed("internal", "the worker ended the stream without finishing",
                               job.decode.address, "decode")
             except _Failed as f:
+                if f.kind == "no_room" and time.monotonic() < waits_until:
+                    attempt -= 1  # a full KV cache is back-pressure, not a failure: wait
+                    backoff = min(NO_ROOM_BACKOFF_MAX_S, backoff * 2)
+                    await asyncio.sleep(backoff)
+                    continue
                 if f.worker:
                     excluded[f.role].add(f.worker)
                 left = sampling.max_tokens - len(generated)
@@ -135,8 +146,11 @@ class Dispatcher:
 
     def _plan(self, request_id: str, prompt: list[int], params: pb.SamplingParams,
               excluded: dict[str, set[str]]) -> _Attempt:
-        decode = self._picker.decode(self._registry.available("decode", excluded["decode"]),
-                                     len(prompt))
+        # a worker excluded after a failure is tried again only if it is the last one up
+        # (a dead one is marked down by then and never offered)
+        decodes = self._registry.available("decode", excluded["decode"]) \
+            or self._registry.available("decode")
+        decode = self._picker.decode(decodes, len(prompt))
         if decode is None:
             raise _Failed("no_decode", "no decode worker is available")
         prefills = self._registry.available("prefill", excluded["prefill"])
@@ -236,10 +250,11 @@ class Dispatcher:
                                    remote_prefill=job.prefill is not None)
                     return
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.ABORTED and job.prefill_error:
-                err = job.prefill_error[0]
+            if exc.code() == grpc.StatusCode.ABORTED and job.prefill is not None:
+                # the decode worker is alive and says the KV never arrived: blame the sender
+                err = job.prefill_error[0] if job.prefill_error else exc
                 raise _Failed("prefill_failed", f"{err.code().name}: {err.details()}",
-                              job.prefill.address if job.prefill else "", "prefill") from None
+                              job.prefill.address, "prefill") from None
             raise self._failed(exc, d, "decode") from None
         finally:
             call.cancel()
