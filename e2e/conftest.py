@@ -115,7 +115,7 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     preloaded = os.environ.get("SPLITSERVE_E2E_IMAGES_PRELOADED") == "1"
     external = os.environ.get("SPLITSERVE_E2E_KUBECONFIG")
     if external:
@@ -125,8 +125,11 @@ def cluster() -> Iterator[Cluster]:
         return
     status = _run_script("up.sh", "--status")
     started_here = status.returncode != 0
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     if started_here:
-        up = _run_script("up.sh")
+        # up.sh reports progress on stderr; a cold start builds for many minutes, so show it.
+        with capture.global_and_fixture_disabled():
+            up = _run_script("up.sh")
         if up.returncode != 0:
             pytest.fail(f"e2e/cluster/up.sh failed with exit code {up.returncode}")
         status = up
@@ -137,7 +140,8 @@ def cluster() -> Iterator[Cluster]:
     finally:
         api.close()
         if started_here and os.environ.get("SPLITSERVE_KEEP_CLUSTER") != "1":
-            down = _run_script("down.sh")
+            with capture.global_and_fixture_disabled():
+                down = _run_script("down.sh")
             if down.returncode != 0:
                 pytest.fail(f"e2e/cluster/down.sh failed with exit code {down.returncode}")
 
