@@ -32,18 +32,21 @@ def test_uncompressed_round_trip_is_exact(dtype: torch.dtype) -> None:
     assert k2.dtype == dtype and torch.equal(k2, k) and torch.equal(v2, v)
 
 
-def test_int8_round_trip_error_is_within_half_a_step_per_block_and_head() -> None:
+def test_int8_round_trip_error_is_within_half_a_step_per_token_and_head() -> None:
     k, v = kv(torch.float32)
     chunk = encode_chunk(0, 0, k, v, pb.COMPRESSION_INT8)
     got = decode_chunk(chunk, spec(compression=pb.COMPRESSION_INT8))
     k2, v2 = got.k, got.v
     for orig, back in ((k, k2), (v, v2)):
-        step = orig.abs().amax(dim=(1, 3), keepdim=True) / 127
+        step = orig.abs().amax(dim=3, keepdim=True) / 127
         assert torch.all((orig - back).abs() <= step / 2 + 1e-6)
 
 
 def test_int8_is_about_half_of_bfloat16_on_the_wire() -> None:
-    k, v = kv(torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    shape = (2, 16, 2, 64)  # a realistic head size: scales add 4 bytes per 64 values
+    k = torch.randn(shape, generator=g).to(torch.bfloat16)
+    v = torch.randn(shape, generator=g).to(torch.bfloat16)
     full = encode_chunk(0, 0, k, v, pb.COMPRESSION_NONE)
     small = encode_chunk(0, 0, k, v, pb.COMPRESSION_INT8)
     assert small.ByteSize() < 0.6 * full.ByteSize()

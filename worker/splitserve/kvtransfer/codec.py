@@ -47,15 +47,16 @@ def _tensor(data: Buffer, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.T
 
 
 def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # x: [blocks, block_size, kv_heads, head_dim] -> int8 same shape, scales [blocks, kv_heads]
+    # x: [blocks, block_size, kv_heads, head_dim] -> int8 same shape,
+    # scales: [blocks, block_size, kv_heads], one per token and head (4 bytes per head_dim values)
     x32 = x.float()
-    scales = x32.abs().amax(dim=(1, 3)).clamp(min=1e-12) / 127.0
-    q = torch.round(x32 / scales[:, None, :, None]).clamp(-127, 127).to(torch.int8)
+    scales = x32.abs().amax(dim=3).clamp(min=1e-12) / 127.0
+    q = torch.round(x32 / scales[..., None]).clamp(-127, 127).to(torch.int8)
     return q, scales
 
 
 def _dequantize(q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return (q.float() * scales[:, None, :, None]).to(dtype)
+    return (q.float() * scales[..., None]).to(dtype)
 
 
 def checksum(*parts: Buffer) -> int:
@@ -173,7 +174,7 @@ def decode_chunk(chunk: pb.KVChunk | ChunkView, spec: ChunkSpec) -> DecodedChunk
         raise ChunkError(f"chunk.dtype={chunk.dtype!r}: expected {expected_dtype!r}")
     wire_dtype = torch.int8 if int8 else spec.cache_dtype
     want = shape[0] * shape[1] * shape[2] * shape[3] * wire_dtype.itemsize
-    want_scales = shape[0] * shape[2] * 4 if int8 else 0
+    want_scales = shape[0] * shape[1] * shape[2] * 4 if int8 else 0
     expected = {"k": want, "v": want, "k_scales": want_scales, "v_scales": want_scales}
     for name, n in expected.items():
         if len(parts[name]) != n:
@@ -183,7 +184,7 @@ def decode_chunk(chunk: pb.KVChunk | ChunkView, spec: ChunkSpec) -> DecodedChunk
     k = _tensor(parts["k"], wire_dtype, shape)
     v = _tensor(parts["v"], wire_dtype, shape)
     if int8:
-        scale_shape = (shape[0], shape[2])
+        scale_shape = (shape[0], shape[1], shape[2])
         k = _dequantize(k, _tensor(parts["k_scales"], torch.float32, scale_shape),
                         spec.cache_dtype)
         v = _dequantize(v, _tensor(parts["v_scales"], torch.float32, scale_shape),
