@@ -84,8 +84,9 @@ def test_int8_on_the_wire_halves_the_bytes_and_keeps_greedy_tokens(
         small_bytes += small.bytes_sent
         agree += sum(a == b for a, b in zip(exact, approx, strict=True))
         total += len(exact)
-    # fp32 cache: int8 is about a quarter of the bytes (half of what bf16 would send)
-    assert small_bytes < 0.3 * full_bytes
+    # fp32 cache: int8 values plus one float32 scale per token and head, over 4-byte values
+    head_dim = reference.model_config.head_dim
+    assert small_bytes <= (1 + 4 / head_dim) / 4 * full_bytes * 1.01
     assert agree / total >= 0.95, f"int8 greedy agreement {agree}/{total}"
 
 

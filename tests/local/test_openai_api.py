@@ -195,7 +195,7 @@ def test_client_disconnect_frees_kv_blocks(run) -> None:
     wait_for(lambda: stats(decode).get("kvBlocksUsed", 0) == 0, 10, "an idle decode worker")
     u = urlsplit(run.url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-    body = {"model": "tiny", "prompt": PROMPTS[2], "max_tokens": 500, "stream": True,
+    body = {"model": "tiny", "prompt": PROMPTS[2], "max_tokens": 400, "stream": True,
             "ignore_eos": True}
     conn.request("POST", "/v1/completions", json.dumps(body),
                  {"Content-Type": "application/json"})
@@ -221,7 +221,7 @@ def test_admission_refuses_with_429_and_retry_after(run, tmp_path) -> None:
         router.wait_ready(120)
         url = "http://" + router.ready_fields["http"]
         c = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
-        stream = c.completions.create(model="tiny", prompt=PROMPTS[1], max_tokens=800,
+        stream = c.completions.create(model="tiny", prompt=PROMPTS[1], max_tokens=700,
                                       stream=True, extra_body=IGNORE_EOS)
         next(iter(stream))  # holds the one slot
         with pytest.raises(openai.RateLimitError) as info:
