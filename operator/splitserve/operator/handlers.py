@@ -124,8 +124,9 @@ async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
         counts = outcome.status.get(role) or {}
         rt.telemetry.pool(meta["namespace"], meta["name"], role,
                           counts.get("desiredReplicas", 0), counts.get("readyReplicas", 0))
-    log.info("reconciled SplitService %s/%s: %d status fields, %d events, %d errors",
-             meta["namespace"], meta["name"], len(changes), len(notes), len(outcome.errors))
+    log.info("reconciled SplitService %s/%s: %d status fields %s, %d events, %d errors",
+             meta["namespace"], meta["name"], len(changes), sorted(changes), len(notes),
+             len(outcome.errors))
     if outcome.errors:
         raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
 
