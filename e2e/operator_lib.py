@@ -126,9 +126,10 @@ def import_standin(archive: Path, address: str) -> None:
 class OperatorProcess:
     """`splitserve operator` as a real process against the test cluster."""
 
-    def __init__(self, kubeconfig: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: str, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -137,7 +138,8 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from splitserve.cli import main; "
-             "sys.exit(main(sys.argv[1:]))", "operator", "--kubeconfig", self.kubeconfig],
+             "sys.exit(main(sys.argv[1:]))", "operator", "--kubeconfig", self.kubeconfig,
+             *self.args],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @property

@@ -288,6 +288,7 @@ def test_insufficient_gpu_is_degraded_with_event(env: Env) -> None:
     assert "nvidia.com/gpu" in condition(svc, "Degraded")["message"]
     assert_event(env, "greedy", "InsufficientGPU")
     assert env.operator.alive()
+    env.kube.delete("SplitService", env.namespace, "greedy")
 
 
 def assert_event(env: Env, name: str, reason: str) -> None:
@@ -312,6 +313,7 @@ def test_missing_model_is_degraded_with_event(env: Env) -> None:
     svc = wait_for("nomodel Degraded/ModelNotFound", degraded, timeout=180)
     assert "/nonexistent/splitserve" in condition(svc, "Degraded")["message"]
     assert_event(env, "nomodel", "ModelNotFound")
+    env.kube.delete("SplitService", env.namespace, "nomodel")
 
 
 def test_bad_override_is_degraded_with_the_api_server_message(env: Env) -> None:
@@ -330,10 +332,12 @@ def test_bad_override_is_degraded_with_the_api_server_message(env: Env) -> None:
     assert get(env, "SplitPool", "badoverride-decode") is not None
     assert_event(env, "badoverride", "InvalidPodTemplate")
     assert env.operator.alive()
+    env.kube.delete("SplitService", env.namespace, "badoverride")
 
 
 def test_operator_restart_converges_without_duplicates(env: Env) -> None:
-    apply(env, manifest(env, "restart"))
+    cpu_only = {"resources": {"gpus": 0, **SMALL}, "drainSeconds": 1}
+    apply(env, manifest(env, "restart", prefill=cpu_only, decode=cpu_only))
     wait_for("first child of restart", lambda: get(env, "ServiceAccount", "restart-router"),
              timeout=60)
     env.operator.kill()
@@ -349,7 +353,8 @@ def test_operator_restart_converges_without_duplicates(env: Env) -> None:
 
 
 def test_delete_removes_every_child(env: Env) -> None:
-    apply(env, manifest(env, "doomed"))
+    cpu_only = {"resources": {"gpus": 0, **SMALL}, "drainSeconds": 1}
+    apply(env, manifest(env, "doomed", prefill=cpu_only, decode=cpu_only))
     wait_for("children of doomed", lambda: all(children(env, "doomed").values()), timeout=120)
     env.kube.delete("SplitService", env.namespace, "doomed")
     wait_for("every child of doomed gone",

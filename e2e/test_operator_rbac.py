@@ -56,7 +56,7 @@ def restricted(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
     config = service_account_kubeconfig(kubeconfig, token, workdir / "operator.kubeconfig")
     namespace = f"ssvc-rbac-{uuid.uuid4().hex[:6]}"
     kubectl(kubeconfig, "create", "namespace", namespace)
-    operator = OperatorProcess(config, workdir / "operator.log")
+    operator = OperatorProcess(config, workdir / "operator.log", ("--namespace", namespace))
     operator.start()
     try:
         yield operator, namespace
@@ -93,6 +93,6 @@ def test_operator_reconciles_with_least_privilege(kubeconfig: str,
     wait_for("deleted Service restored", lambda: kube.get("Service", namespace, "rbac"),
              timeout=90)
     log = operator.log_path.read_text()
-    assert "forbidden" not in log.lower(), log[-3000:]
+    assert "is forbidden: user" not in log.lower(), log[-3000:]
     assert operator.alive()
     kube.close()

@@ -102,6 +102,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
                              patch: kopf.Patch | None) -> None:
     meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return  # the garbage collector removes the children; nothing left to converge
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"]):
         outcome = await asyncio.to_thread(reconcile_service, rt.kube, obj, rt.templates)
@@ -151,6 +153,8 @@ async def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
 
 async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | None) -> None:
     meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
         outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
