@@ -73,6 +73,17 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None,
     return out
 
 
+def install_crds(kubeconfig: str) -> None:
+    """Server-side applies the generated CRDs and waits until both are Established."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
+            str(ROOT / "manifests" / "crds"))
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+    for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
+        wait_for(f"CRD {crd} Established", lambda c=crd: kubectl(
+            kubeconfig, "get", "crd", c, "-o", f"jsonpath={path}",
+            check=False).stdout.strip() == "True", timeout=60)
+
+
 def _tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

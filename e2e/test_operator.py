@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 from operator_lib import (
-    ROOT,
     STANDIN_IMAGE,
     OperatorProcess,
     build_standin_archive,
     condition,
     import_standin,
+    install_crds,
     kubectl,
     operator_kind_writes,
     wait_for,
@@ -74,10 +74,7 @@ def load_standin(cluster: Any, workdir: Path) -> None:
 def env(cluster: Any, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Env]:
     kube = Kube(load_config(kubeconfig))
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
-            str(ROOT / "manifests" / "crds"))
-    for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+    install_crds(kubeconfig)
     load_standin(cluster, tmp_path_factory.mktemp("image"))
     # the model directory lives on this machine, which is the cluster's only node
     model_dir = Path(tmp_path_factory.mktemp("model"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_lib import ROOT, OperatorProcess, kubectl, wait_for
+from operator_lib import ROOT, OperatorProcess, install_crds, kubectl, wait_for
 from splitserve.operator.kube import Kube, load_config
 
 pytestmark = pytest.mark.cluster
@@ -46,8 +46,7 @@ def service_account_kubeconfig(admin: str, token: str, path: Path) -> str:
 @pytest.fixture(scope="module")
 def restricted(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[tuple[OperatorProcess, str]]:
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
-            str(ROOT / "manifests" / "crds"))
+    install_crds(kubeconfig)
     kubectl(kubeconfig, "create", "namespace", "splitserve-system", check=False)
     kubectl(kubeconfig, "apply", "-f", str(RBAC))
     token = kubectl(kubeconfig, "-n", "splitserve-system", "create", "token",
