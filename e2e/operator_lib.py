@@ -78,10 +78,13 @@ def install_crds(kubeconfig: str) -> None:
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
             str(ROOT / "manifests" / "crds"))
     path = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established(crd: str) -> bool:
+        out = kubectl(kubeconfig, "get", "crd", crd, "-o", f"jsonpath={path}", check=False)
+        return out.stdout.strip() == "True"
+
     for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
-        wait_for(f"CRD {crd} Established", lambda c=crd: kubectl(
-            kubeconfig, "get", "crd", c, "-o", f"jsonpath={path}",
-            check=False).stdout.strip() == "True", timeout=60)
+        wait_for(f"CRD {crd} Established", lambda c=crd: established(c), timeout=60)
 
 
 def _tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
