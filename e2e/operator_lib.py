@@ -7,6 +7,7 @@ the model check, so Deployments become Ready without a model. Tests that use it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -84,7 +85,7 @@ def install_crds(kubeconfig: str) -> None:
         return out.stdout.strip() == "True"
 
     for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
-        wait_for(f"CRD {crd} Established", lambda c=crd: established(c), timeout=60)
+        wait_for(f"CRD {crd} Established", functools.partial(established, crd), timeout=60)
 
 
 def _tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
