@@ -7,6 +7,7 @@ health endpoints; see operator_lib) so that Deployments can become Ready without
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 import uuid
@@ -195,6 +196,13 @@ def test_spec_edit_rolls_the_pods(env: Env) -> None:
     ready(env, "basic")
 
 
+def recreated(env: Env, kind: str, name: str, old_uid: str) -> bool:
+    obj = get(env, kind, name)
+    if obj is None:
+        return False
+    return obj["metadata"]["uid"] != old_uid and not obj["metadata"].get("deletionTimestamp")
+
+
 def test_deleted_children_are_restored(env: Env) -> None:
     ready(env, "basic")
     for kind, name in [("Service", "basic-decode"), ("Deployment", "basic-router"),
@@ -202,9 +210,9 @@ def test_deleted_children_are_restored(env: Env) -> None:
         old = get(env, kind, name)
         assert old is not None
         env.kube.delete(kind, env.namespace, name)
-        wait_for(f"{kind}/{name} recreated", lambda k=kind, n=name, u=old["metadata"]["uid"]: (
-            lambda o: o if o and o["metadata"]["uid"] != u and
-            not o["metadata"].get("deletionTimestamp") else None)(get(env, k, n)), timeout=120)
+        wait_for(f"{kind}/{name} recreated",
+                 functools.partial(recreated, env, kind, name, old["metadata"]["uid"]),
+                 timeout=120)
     ready(env, "basic")
 
 
