@@ -7,6 +7,7 @@ the model check, so Deployments become Ready without a model. Tests that use it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -73,6 +74,20 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None,
     return out
 
 
+def install_crds(kubeconfig: str) -> None:
+    """Server-side applies the generated CRDs and waits until both are Established."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
+            str(ROOT / "manifests" / "crds"))
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established(crd: str) -> bool:
+        out = kubectl(kubeconfig, "get", "crd", crd, "-o", f"jsonpath={path}", check=False)
+        return out.stdout.strip() == "True"
+
+    for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
+        wait_for(f"CRD {crd} Established", functools.partial(established, crd), timeout=60)
+
+
 def _tar_bytes(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -126,9 +141,10 @@ def import_standin(archive: Path, address: str) -> None:
 class OperatorProcess:
     """`splitserve operator` as a real process against the test cluster."""
 
-    def __init__(self, kubeconfig: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: str, log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -137,7 +153,8 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from splitserve.cli import main; "
-             "sys.exit(main(sys.argv[1:]))", "operator", "--kubeconfig", self.kubeconfig],
+             "sys.exit(main(sys.argv[1:]))", "operator", "--kubeconfig", self.kubeconfig,
+             *self.args],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @property

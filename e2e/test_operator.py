@@ -7,6 +7,7 @@ health endpoints; see operator_lib) so that Deployments can become Ready without
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import time
 import uuid
@@ -17,12 +18,12 @@ from typing import Any
 
 import pytest
 from operator_lib import (
-    ROOT,
     STANDIN_IMAGE,
     OperatorProcess,
     build_standin_archive,
     condition,
     import_standin,
+    install_crds,
     kubectl,
     operator_kind_writes,
     wait_for,
@@ -74,10 +75,7 @@ def load_standin(cluster: Any, workdir: Path) -> None:
 def env(cluster: Any, kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[Env]:
     kube = Kube(load_config(kubeconfig))
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
-            str(ROOT / "manifests" / "crds"))
-    for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+    install_crds(kubeconfig)
     load_standin(cluster, tmp_path_factory.mktemp("image"))
     # the model directory lives on this machine, which is the cluster's only node
     model_dir = Path(tmp_path_factory.mktemp("model"))
@@ -198,6 +196,13 @@ def test_spec_edit_rolls_the_pods(env: Env) -> None:
     ready(env, "basic")
 
 
+def recreated(env: Env, kind: str, name: str, old_uid: str) -> bool:
+    obj = get(env, kind, name)
+    if obj is None:
+        return False
+    return obj["metadata"]["uid"] != old_uid and not obj["metadata"].get("deletionTimestamp")
+
+
 def test_deleted_children_are_restored(env: Env) -> None:
     ready(env, "basic")
     for kind, name in [("Service", "basic-decode"), ("Deployment", "basic-router"),
@@ -205,9 +210,9 @@ def test_deleted_children_are_restored(env: Env) -> None:
         old = get(env, kind, name)
         assert old is not None
         env.kube.delete(kind, env.namespace, name)
-        wait_for(f"{kind}/{name} recreated", lambda k=kind, n=name, u=old["metadata"]["uid"]: (
-            lambda o: o if o and o["metadata"]["uid"] != u and
-            not o["metadata"].get("deletionTimestamp") else None)(get(env, k, n)), timeout=120)
+        wait_for(f"{kind}/{name} recreated",
+                 functools.partial(recreated, env, kind, name, old["metadata"]["uid"]),
+                 timeout=120)
     ready(env, "basic")
 
 
@@ -288,6 +293,7 @@ def test_insufficient_gpu_is_degraded_with_event(env: Env) -> None:
     assert "nvidia.com/gpu" in condition(svc, "Degraded")["message"]
     assert_event(env, "greedy", "InsufficientGPU")
     assert env.operator.alive()
+    env.kube.delete("SplitService", env.namespace, "greedy")
 
 
 def assert_event(env: Env, name: str, reason: str) -> None:
@@ -312,6 +318,7 @@ def test_missing_model_is_degraded_with_event(env: Env) -> None:
     svc = wait_for("nomodel Degraded/ModelNotFound", degraded, timeout=180)
     assert "/nonexistent/splitserve" in condition(svc, "Degraded")["message"]
     assert_event(env, "nomodel", "ModelNotFound")
+    env.kube.delete("SplitService", env.namespace, "nomodel")
 
 
 def test_bad_override_is_degraded_with_the_api_server_message(env: Env) -> None:
@@ -330,10 +337,12 @@ def test_bad_override_is_degraded_with_the_api_server_message(env: Env) -> None:
     assert get(env, "SplitPool", "badoverride-decode") is not None
     assert_event(env, "badoverride", "InvalidPodTemplate")
     assert env.operator.alive()
+    env.kube.delete("SplitService", env.namespace, "badoverride")
 
 
 def test_operator_restart_converges_without_duplicates(env: Env) -> None:
-    apply(env, manifest(env, "restart"))
+    cpu_only = {"resources": {"gpus": 0, **SMALL}, "drainSeconds": 1}
+    apply(env, manifest(env, "restart", prefill=cpu_only, decode=cpu_only))
     wait_for("first child of restart", lambda: get(env, "ServiceAccount", "restart-router"),
              timeout=60)
     env.operator.kill()
@@ -349,7 +358,8 @@ def test_operator_restart_converges_without_duplicates(env: Env) -> None:
 
 
 def test_delete_removes_every_child(env: Env) -> None:
-    apply(env, manifest(env, "doomed"))
+    cpu_only = {"resources": {"gpus": 0, **SMALL}, "drainSeconds": 1}
+    apply(env, manifest(env, "doomed", prefill=cpu_only, decode=cpu_only))
     wait_for("children of doomed", lambda: all(children(env, "doomed").values()), timeout=120)
     env.kube.delete("SplitService", env.namespace, "doomed")
     wait_for("every child of doomed gone",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_lib import ROOT, kubectl
+from operator_lib import install_crds, kubectl
 
 pytestmark = pytest.mark.cluster
 
@@ -22,10 +22,7 @@ def kubeconfig(cluster: Any) -> str:
 
 @pytest.fixture(scope="module")
 def namespace(kubeconfig: str) -> Iterator[str]:
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
-            str(ROOT / "manifests" / "crds"))
-    for crd in ("splitservices.splitserve.io", "splitpools.splitserve.io"):
-        kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+    install_crds(kubeconfig)
     name = f"ssvc-invalid-{uuid.uuid4().hex[:6]}"
     kubectl(kubeconfig, "create", "namespace", name)
     yield name

@@ -220,7 +220,8 @@ def test_failed_mount_event_is_model_not_found() -> None:
     observed.deployments["prefill"] = deployment(1, ready=0)
     observed.pods = [pod("prefill", name="llama-prefill-x", phase="Pending")]
     observed.events = [{"reason": "FailedMount", "involvedObject": {"name": "llama-prefill-x"},
-                        "message": "hostPath type check failed: /m is not a directory"}]
+                        "message": 'MountVolume.SetUp failed for volume "model" : hostPath '
+                                   "type check failed: /m is not a directory"}]
     c = conds(service_status(service(), observed, NOW))
     assert c["Degraded"]["reason"] == "ModelNotFound"
     assert "/m is not a directory" in c["Degraded"]["message"]
@@ -340,3 +341,15 @@ def test_missing_config_map_is_pod_start_failed() -> None:
     c = conds(service_status(service(), observed, NOW))
     assert c["Ready"]["reason"] == "PodStartFailed"
     assert 'secret "kv-tls" not found' in c["Ready"]["message"]
+
+
+def test_failed_mount_of_another_volume_is_not_model_not_found() -> None:
+    observed = healthy()
+    observed.deployments["router"] = deployment(1, ready=0)
+    observed.pods = [pod("router", name="r-1", phase="Pending")]
+    observed.events = [{"reason": "FailedMount", "involvedObject": {"name": "r-1"},
+                        "message": 'MountVolume.SetUp failed for volume "kube-api-access-x" : '
+                                   "failed to fetch token"}]
+    c = conds(service_status(service(), observed, NOW))
+    assert c["Degraded"]["status"] == "False"
+    assert c["Ready"]["reason"] == "PodsNotReady"

@@ -3,7 +3,8 @@
 - create/update/resume of a SplitService or SplitPool, and a periodic timer, reconcile it;
 - events on objects the operator owns (a deleted or edited child) reconcile their SplitService
   (and, for pool Deployments, their SplitPool), so drift is repaired within seconds.
-Status goes through `patch.status` and only when it changed; kopf keeps its own progress in
+Status is patched on the `/status` subresource inside the object's lock and only when it
+changed; kopf keeps its own progress in
 annotations (the schema prunes unknown status fields) and posts no events of its own.
 """
 
@@ -102,6 +103,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
                              patch: kopf.Patch | None) -> None:
     meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return  # the garbage collector removes the children; nothing left to converge
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"]):
         outcome = await asyncio.to_thread(reconcile_service, rt.kube, obj, rt.templates)
@@ -124,8 +127,9 @@ async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
         counts = outcome.status.get(role) or {}
         rt.telemetry.pool(meta["namespace"], meta["name"], role,
                           counts.get("desiredReplicas", 0), counts.get("readyReplicas", 0))
-    log.info("reconciled SplitService %s/%s: %d status fields, %d events, %d errors",
-             meta["namespace"], meta["name"], len(changes), len(notes), len(outcome.errors))
+    log.info("reconciled SplitService %s/%s: %d status fields %s, %d events, %d errors",
+             meta["namespace"], meta["name"], len(changes), sorted(changes), len(notes),
+             len(outcome.errors))
     if outcome.errors:
         raise kopf.TemporaryError("; ".join(outcome.errors)[:2000], delay=10)
 
@@ -143,13 +147,16 @@ def _record(rt: Runtime, kind: str, meta: Mapping[str, Any], started: float,
 @kopf.on.create(GROUP, VERSION, SERVICES)
 @kopf.on.update(GROUP, VERSION, SERVICES)
 @kopf.on.resume(GROUP, VERSION, SERVICES)
-async def service_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                          **_: Any) -> None:
-    await _reconcile_service(runtime(memo), plain(body), patch)
+async def service_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    # status is written inside the per-object lock (not by kopf after the handler returns),
+    # so a child-event reconcile never races a stale status patch
+    await _reconcile_service(runtime(memo), plain(body), None)
 
 
 async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | None) -> None:
     meta = obj["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
         outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
@@ -169,8 +176,8 @@ async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | 
 @kopf.on.create(GROUP, VERSION, POOLS)
 @kopf.on.update(GROUP, VERSION, POOLS)
 @kopf.on.resume(GROUP, VERSION, POOLS)
-async def pool_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _reconcile_pool(runtime(memo), plain(body), patch)
+async def pool_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile_pool(runtime(memo), plain(body), None)
 
 
 async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -> None:
@@ -209,15 +216,22 @@ def register_timers(interval: float) -> None:
 
     @kopf.timer(GROUP, VERSION, SERVICES, interval=interval, initial_delay=interval / 6,
                 id="service-resync")
-    async def service_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+    async def service_timer(name: str, namespace: str | None, memo: kopf.Memo,
                             **_: Any) -> None:
-        await _reconcile_service(runtime(memo), plain(body), patch)
+        rt = runtime(memo)
+        # a timer's body can lag behind the watch under load: reconcile what is stored now
+        obj = await asyncio.to_thread(rt.kube.get, "SplitService", namespace or "", name)
+        if obj is not None:
+            await _reconcile_service(rt, obj, None)
 
     @kopf.timer(GROUP, VERSION, POOLS, interval=interval, initial_delay=interval / 4,
                 id="pool-resync")
-    async def pool_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+    async def pool_timer(name: str, namespace: str | None, memo: kopf.Memo,
                          **_: Any) -> None:
-        await _reconcile_pool(runtime(memo), plain(body), patch)
+        rt = runtime(memo)
+        obj = await asyncio.to_thread(rt.kube.get, "SplitPool", namespace or "", name)
+        if obj is not None:
+            await _reconcile_pool(rt, obj, None)
 
 
 def _register_child(group: str, version: str, plural: str) -> None:

@@ -15,6 +15,7 @@ WORKER_CONTAINER = "worker"
 ROUTER_CONTAINER = "router"
 MODEL_CHECK_CONTAINER = "model-check"
 MODEL_FETCH_CONTAINER = "model-fetch"
+MODEL_VOLUME = "model"
 TLS_DIR = "/etc/splitserve/tls"
 
 _FIELD_ENV = [

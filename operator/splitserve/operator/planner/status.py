@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from splitserve.api.names import ConditionType, Reason, Role
-from splitserve.operator.planner.pods import GPU_RESOURCE, MODEL_CHECK_CONTAINER
+from splitserve.operator.planner.pods import GPU_RESOURCE, MODEL_CHECK_CONTAINER, MODEL_VOLUME
 
 IMAGE_PULL_REASONS = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
@@ -60,6 +60,7 @@ def pod_problems(pods: list[dict[str, Any]], events: list[dict[str, Any]]) -> li
     failing_mounts = {
         e.get("involvedObject", {}).get("name"): e.get("message", "")
         for e in events if e.get("reason") in MODEL_EVENT_REASONS
+        and f'volume "{MODEL_VOLUME}"' in e.get("message", "")
     }
     failing_starts = {
         e.get("involvedObject", {}).get("name"): e.get("message", "")
