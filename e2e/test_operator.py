@@ -28,6 +28,7 @@ from operator_lib import (
     operator_kind_writes,
     wait_for,
 )
+
 from splitserve.operator.kube import Kube, load_config
 
 pytestmark = pytest.mark.cluster

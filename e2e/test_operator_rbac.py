@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from operator_lib import ROOT, OperatorProcess, install_crds, kubectl, wait_for
+
 from splitserve.operator.kube import Kube, load_config
 
 pytestmark = pytest.mark.cluster

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from splitserve.api import crdgen
 from splitserve.api.openapi import walk
 

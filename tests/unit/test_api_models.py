@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from splitserve.api import SplitPool, SplitService, parse_quantity
 from splitserve.api.base import ApiModel
 

@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from splitserve.operator import applier
 from splitserve.operator.events import event_object, grouped
 from splitserve.operator.main import parse_options

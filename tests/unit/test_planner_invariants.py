@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+
 from splitserve.api import SplitPool
 from splitserve.operator.planner import Observed, plan_pool, plan_service, service_status
 from splitserve.operator.planner.merge import differences

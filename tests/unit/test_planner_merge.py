@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from splitserve.operator.planner.merge import differences, merge_override
 
 

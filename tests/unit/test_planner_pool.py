@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from splitserve.operator.planner import plan_pool, pool_status
 
 

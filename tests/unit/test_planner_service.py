@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+
 from splitserve.api.names import ANNOTATION_CONFIG_HASH
 from splitserve.operator.planner import plan_pool, plan_service
 

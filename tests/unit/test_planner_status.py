@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import pytest
+
 from splitserve.operator.planner import Observed, service_status
 from splitserve.operator.planner.status import merge_conditions, pod_problems
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+
 from splitserve.api import splitpool, splitservice
 from splitserve.api.base import GROUP, VERSION
 from splitserve.api.openapi import structural_schema

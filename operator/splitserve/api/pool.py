@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import ConfigDict, model_validator
+
 from splitserve.api.base import (
     DNS_SUBDOMAIN_PATTERN,
     ApiModel,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from pydantic import ConfigDict, model_validator
+
 from splitserve.api.base import DNS_SUBDOMAIN_PATTERN, ApiModel, cel, field
 from splitserve.api.pool import ResourceList
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ConfigDict
+
 from splitserve.api.base import API_VERSION, ApiModel, field
 from splitserve.api.model import ModelSpec
 from splitserve.api.pool import PoolSpec, PullPolicy

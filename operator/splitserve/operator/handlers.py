@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
+
 from splitserve.api.base import GROUP, VERSION
 from splitserve.api.names import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGER, Role
 from splitserve.operator import events

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
+
 from splitserve.api.base import GROUP, VERSION
 
 

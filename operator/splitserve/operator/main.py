@@ -9,6 +9,7 @@ import os
 import warnings
 
 import kopf
+
 from splitserve.operator.runtime import OperatorOptions
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+
 from splitserve.api.names import LABEL_SERVICE, ConditionType, Reason, Role
 from splitserve.operator import applier
 from splitserve.operator.kube import Kube, KubeError

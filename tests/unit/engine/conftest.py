@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from splitserve.engine.tiny_model import TinySpec, write_model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from splitserve.engine.block_manager import BlockManager
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.engine.sequence import Sequence

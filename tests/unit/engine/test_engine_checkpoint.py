@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+
 from splitserve.engine.config import EngineConfig, ModelConfig
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.loader import load_model, weights_digest

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from splitserve.engine.config import EngineConfig
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.sampling_params import SamplingParams

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from splitserve.engine.sampler import Sampler, sample_row
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.engine.sequence import Sequence

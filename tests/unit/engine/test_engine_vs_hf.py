@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
+
 from splitserve.engine.config import EngineConfig
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.sampling_params import SamplingParams

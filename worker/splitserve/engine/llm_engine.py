@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from splitserve.engine.block_manager import BlockManager
 from splitserve.engine.config import EngineConfig, ModelConfig
 from splitserve.engine.kv_cache import KVCache

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+
 from splitserve.engine.config import ModelConfig
 from splitserve.engine.model import CausalLM, Rotary
 from splitserve.engine.tokenizer import Tokenizer

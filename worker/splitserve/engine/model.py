@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from splitserve.engine.attention import AttentionMetadata, paged_attention
 from splitserve.engine.config import ModelConfig
-from torch import nn
 
 
 class Linear(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+
 from splitserve.engine.attention import AttentionMetadata, PrefillChunk
 from splitserve.engine.kv_cache import KVCache
 from splitserve.engine.model import CausalLM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.engine.sequence import Sequence
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import yaml
+
 from splitserve.api import SplitServiceSpec
 
 CONFIG_KEY = "splitserve.yaml"
