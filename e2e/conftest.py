@@ -12,6 +12,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -114,6 +115,25 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+# Namespaces the e2e tests create; the cluster keeps its etcd data across restarts, so a run that
+# was interrupted leaves them (and the GPUs their pods hold) for the next one.
+TEST_NAMESPACE_PREFIXES = ("e2e-", "ssvc-e2e-", "ssvc-rbac-")
+
+
+def _namespace_names(core: client.CoreV1Api) -> set[str]:
+    return {str(ns.metadata.name) for ns in core.list_namespace().items if ns.metadata}
+
+
+def _remove_leftover_test_namespaces(core: client.CoreV1Api) -> None:
+    names = {n for n in _namespace_names(core) if n.startswith(TEST_NAMESPACE_PREFIXES)}
+    for name in names:
+        with contextlib.suppress(client.ApiException):
+            core.delete_namespace(name, grace_period_seconds=0)
+    if names:
+        wait_for(f"leftover test namespaces {sorted(names)} to be deleted",
+                 lambda: not names & _namespace_names(core), timeout=300)
+
+
 @pytest.fixture(scope="session")
 def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
     preloaded = os.environ.get("SPLITSERVE_E2E_IMAGES_PRELOADED") == "1"
@@ -135,6 +155,7 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         status = up
     kubeconfig = Path(status.stdout.strip().splitlines()[-1])
     api = config.new_client_from_config(config_file=str(kubeconfig))
+    _remove_leftover_test_namespaces(client.CoreV1Api(api))
     try:
         yield Cluster(kubeconfig, api, local=True, images_preloaded=preloaded)
     finally:
