@@ -8,7 +8,7 @@ Figures (written to bench/results/kv_transfer.json):
 - int8_bytes_over_bf16: bytes on the wire with int8 over bytes with bf16, same prompts;
 - int8_greedy_agreement: share of greedy tokens equal with and without int8 on the wire, and
   the first-step logit deviation of the int8 path.
-Usage: python bench/kv_transfer.py [--repeats N] [--quick]
+Usage: python bench/kv_transfer.py [--repeats N] [--parts throughput,ttft,int8]
 """
 
 from __future__ import annotations
@@ -203,6 +203,51 @@ def conv_prompt_lengths(path: Path, n: int, cap: int) -> list[int]:
     return [max(8, min(cap, int(r.split(",")[1]))) for r in rows[::step][:n]]
 
 
+PARTS = ("throughput", "ttft", "int8")
+
+
+def measure_ttft(colocated: WorkerProcess, prefill: WorkerProcess, decode: WorkerProcess,
+                 engine: LLMEngine, repeats: int) -> dict[str, object]:
+    overhead: dict[str, float] = {}
+    detail: dict[str, dict[str, float]] = {}
+    for n in LENGTHS:
+        size = min(n, engine.max_model_len - 1)  # room for the sampled token
+        # a fresh prompt for every run, so no run is served from the prefix cache
+        fresh = iter(prompt_ids(engine, size, salt=100 * i) for i in range(1, 10**6))
+        ttft_colocated(colocated, next(fresh), f"warm-c{n}")
+        ttft_disaggregated(prefill, decode, next(fresh), f"warm-d{n}")
+        # alternate the two paths so background load hits both alike
+        cols, diss = [], []
+        for r in range(repeats):
+            cols.append(ttft_colocated(colocated, next(fresh), f"c{n}-{r}"))
+            diss.append(ttft_disaggregated(prefill, decode, next(fresh), f"d{n}-{r}")[0])
+        col, dis = statistics.median(cols), statistics.median(diss)
+        overhead[str(n)] = (dis - col) / col
+        detail[str(n)] = {"prompt_tokens": size, "colocated_ttft_s": col,
+                          "disaggregated_ttft_s": dis}
+        log(f"{n} tokens: colocated TTFT {col * 1000:.0f} ms, disaggregated "
+            f"{dis * 1000:.0f} ms, overhead {overhead[str(n)]:+.1%}")
+    return {"ttft_overhead_fraction": overhead, "ttft": detail}
+
+
+def measure_int8(model: Path, engine: LLMEngine, trace: Path, n_prompts: int, logs: Path
+                 ) -> dict[str, object]:
+    lengths = conv_prompt_lengths(trace, n_prompts, 2048)
+    prompts = [prompt_ids(engine, n, salt=i) for i, n in enumerate(lengths)]
+    log(f"int8 vs bf16 bytes on {len(prompts)} prompts (lengths from the conv trace)")
+    limits = ["--num-blocks", "1100", "--max-batched-tokens", "2048", "--dtype", "bfloat16"]
+    with WorkerProcess("prefill", model, *limits, log_dir=logs) as p, \
+            WorkerProcess("decode", model, *limits, log_dir=logs) as d:
+        b_full = b_int8 = 0
+        for i, ids in enumerate(prompts):
+            b_full += ttft_disaggregated(p, d, ids, f"bf-{i}")[1]
+            b_int8 += ttft_disaggregated(p, d, ids, f"i8-{i}", kv.COMPRESSION_INT8)[1]
+    log("int8 greedy agreement and logit deviation (fp32 cache)")
+    quality = int8_quality(engine, prompts, max_tokens=32)
+    return {"int8_bytes_over_bf16": b_int8 / b_full, "int8_greedy_agreement":
+            quality["agreement"], "int8_quality": quality}
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -210,68 +255,39 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--trace", default=str(ROOT.parent / "shared" / "traces" /
                                            "AzureLLMInferenceTrace_conv.csv"))
     ap.add_argument("--prompts", type=int, default=24, help="benchmark prompts for int8")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help="comma-separated subset of throughput,ttft,int8; the others keep "
+                         "their figures from an earlier run in --out")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "kv_transfer.json"))
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        ap.error(f"--parts={args.parts!r}: expected a subset of {','.join(PARTS)}")
+    out = Path(args.out)
+    result: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
     model = builtin_model("small")
     logs = Path(tempfile.mkdtemp(prefix="kv-bench-"))
     limits = ["--num-blocks", "1100", "--max-batched-tokens", "2048"]
-    log("loading the small model in-process and starting workers")
+    log("loading the small model in-process")
     engine = LLMEngine.from_path(model, EngineConfig(num_blocks=1100, enable_prefix_caching=False))
-    colocated = WorkerProcess("colocated", model, *limits, log_dir=logs)
-    prefill = WorkerProcess("prefill", model, *limits, log_dir=logs)
-    decode = WorkerProcess("decode", model, *limits, log_dir=logs)
-    bf16 = [WorkerProcess(role, model, *limits, "--dtype", "bfloat16", log_dir=logs)
-            for role in ("prefill", "decode")]
-    try:
-        log("throughput: one 8k-token KV push vs raw TCP")
-        tput = throughput(decode, engine, args.repeats)
-        overhead: dict[str, float] = {}
-        detail: dict[str, dict[str, float]] = {}
-        for n in LENGTHS:
-            size = min(n, engine.max_model_len - 1)  # room for the sampled token
-            # a fresh prompt for every run, so no run is served from the prefix cache
-            fresh = iter(prompt_ids(engine, size, salt=100 * i) for i in range(1, 10**6))
-            ttft_colocated(colocated, next(fresh), f"warm-c{n}")
-            ttft_disaggregated(prefill, decode, next(fresh), f"warm-d{n}")
-            # alternate the two paths so background load hits both alike
-            cols, diss = [], []
-            for r in range(args.repeats):
-                cols.append(ttft_colocated(colocated, next(fresh), f"c{n}-{r}"))
-                diss.append(ttft_disaggregated(prefill, decode, next(fresh), f"d{n}-{r}")[0])
-            col, dis = statistics.median(cols), statistics.median(diss)
-            overhead[str(n)] = (dis - col) / col
-            detail[str(n)] = {"prompt_tokens": size, "colocated_ttft_s": col,
-                              "disaggregated_ttft_s": dis}
-            log(f"{n} tokens: colocated TTFT {col * 1000:.0f} ms, disaggregated "
-                f"{dis * 1000:.0f} ms, overhead {overhead[str(n)]:+.1%}")
-        lengths = conv_prompt_lengths(Path(args.trace), args.prompts, 2048)
-        prompts = [prompt_ids(engine, n, salt=i) for i, n in enumerate(lengths)]
-        log(f"int8 vs bf16 bytes on {len(prompts)} prompts (lengths from the conv trace)")
-        b_full = b_int8 = 0
-        for i, ids in enumerate(prompts):
-            b_full += ttft_disaggregated(bf16[0], bf16[1], ids, f"bf-{i}")[1]
-            b_int8 += ttft_disaggregated(bf16[0], bf16[1], ids, f"i8-{i}",
-                                         kv.COMPRESSION_INT8)[1]
-        log("int8 greedy agreement and logit deviation (fp32 cache)")
-        quality = int8_quality(engine, prompts, max_tokens=32)
-    finally:
-        for w in (colocated, prefill, decode, *bf16):
-            w.stop()
-    result = {
-        "model": "small",
-        "throughput_vs_raw_tcp": tput["ratio"],
-        "throughput": tput,
-        "ttft_overhead_fraction": overhead,
-        "ttft": detail,
-        "int8_bytes_over_bf16": b_int8 / b_full,
-        "int8_greedy_agreement": quality["agreement"],
-        "int8_quality": quality,
-        "command": "python bench/kv_transfer.py",
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    log(json.dumps({k: result[k] for k in ("throughput_vs_raw_tcp", "ttft_overhead_fraction",
-                                           "int8_bytes_over_bf16", "int8_greedy_agreement")}))
+    if parts & {"throughput", "ttft"}:
+        with WorkerProcess("colocated", model, *limits, log_dir=logs) as colocated, \
+                WorkerProcess("prefill", model, *limits, log_dir=logs) as prefill, \
+                WorkerProcess("decode", model, *limits, log_dir=logs) as decode:
+            if "throughput" in parts:
+                log("throughput: one 8k-token KV push vs raw TCP")
+                tput = throughput(decode, engine, args.repeats)
+                result.update(throughput_vs_raw_tcp=tput["ratio"], throughput=tput)
+            if "ttft" in parts:
+                result.update(measure_ttft(colocated, prefill, decode, engine, args.repeats))
+    if "int8" in parts:
+        result.update(measure_int8(model, engine, Path(args.trace), args.prompts, logs))
+    result.update(model="small", command="python bench/kv_transfer.py")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    keys = ("throughput_vs_raw_tcp", "ttft_overhead_fraction", "int8_bytes_over_bf16",
+            "int8_greedy_agreement")
+    log(json.dumps({k: result.get(k) for k in keys}))
     return 0
 
 
