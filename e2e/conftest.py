@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from kubernetes import client, config
@@ -124,11 +124,22 @@ def _namespace_names(core: client.CoreV1Api) -> set[str]:
     return {str(ns.metadata.name) for ns in core.list_namespace().items if ns.metadata}
 
 
-def _remove_leftover_test_namespaces(core: client.CoreV1Api) -> None:
+def _remove_leftover_test_namespaces(api: client.ApiClient) -> None:
+    """Deletes them; the operator that would release its finalizers is gone, so they are
+    dropped here, or the namespaces would stay Terminating."""
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     names = {n for n in _namespace_names(core) if n.startswith(TEST_NAMESPACE_PREFIXES)}
     for name in names:
         with contextlib.suppress(client.ApiException):
             core.delete_namespace(name, grace_period_seconds=0)
+        for plural in ("splitservices", "splitpools"):
+            with contextlib.suppress(client.ApiException):
+                listed = cast(dict[str, Any], custom.list_namespaced_custom_object(
+                    "splitserve.io", "v1alpha1", name, plural))
+                for item in listed["items"]:
+                    custom.patch_namespaced_custom_object(
+                        "splitserve.io", "v1alpha1", name, plural, item["metadata"]["name"],
+                        {"metadata": {"finalizers": None}})
     if names:
         wait_for(f"leftover test namespaces {sorted(names)} to be deleted",
                  lambda: not names & _namespace_names(core), timeout=300)
@@ -155,7 +166,7 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
         status = up
     kubeconfig = Path(status.stdout.strip().splitlines()[-1])
     api = config.new_client_from_config(config_file=str(kubeconfig))
-    _remove_leftover_test_namespaces(client.CoreV1Api(api))
+    _remove_leftover_test_namespaces(api)
     try:
         yield Cluster(kubeconfig, api, local=True, images_preloaded=preloaded)
     finally:
