@@ -68,6 +68,12 @@ start_apiserver() {
     --service-account-issuer "https://kubernetes.default.svc.$SS_CLUSTER_DOMAIN" \
     --service-account-key-file "$SS_PKI/sa.pub" \
     --service-account-signing-key-file "$SS_PKI/sa.key" \
+    --requestheader-client-ca-file "$SS_PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$SS_PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$SS_PKI/front-proxy-client.key" --enable-aggregator-routing \
     --allow-privileged --profiling=false --v 1
   wait_until 120 "the API server" kubectl_admin get --raw /readyz
 }
