@@ -93,6 +93,7 @@ def main(argv: list[str]) -> int:
                         help="seconds without writes that start the steady-state window")
     parser.add_argument("--gpus", type=int, default=1,
                         help="GPUs per worker pod (more than the node has: no pod schedules)")
+    parser.add_argument("--verbose", action="store_true", help="the operator logs at DEBUG")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/operator_scale.json")
     args = parser.parse_args(argv)
 
@@ -106,7 +107,8 @@ def main(argv: list[str]) -> int:
     create_namespace(args.kubeconfig, namespace)
     workdir = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     identity, user = operator_identity(args.kubeconfig, namespace, workdir)
-    operator = OperatorProcess(identity, workdir / "operator.log", ("--namespace", namespace))
+    operator = OperatorProcess(identity, workdir / "operator.log",
+                               ("--namespace", namespace, *(["--verbose"] if args.verbose else [])))
     operator.start()
     names = [f"svc-{i:03d}" for i in range(args.services)]
     peak = 0.0
