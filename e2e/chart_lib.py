@@ -98,6 +98,7 @@ def operator_image(cluster: Any) -> tuple[str, str]:
 def load_standin(cluster: Any, workdir: Path) -> None:
     if cluster.images_preloaded:
         return
+    workdir.mkdir(parents=True, exist_ok=True)
     import_standin(build_standin_archive(workdir / "standin.tar"), containerd_address())
 
 
