@@ -229,6 +229,12 @@ def test_install_serve_upgrade_uninstall(release: Release, tmp_path: Path) -> No
                *rel.values(), "--wait", "--timeout", "180s")
     assert "kubectl -n " + rel.namespace + " rollout status" in out.stdout  # NOTES.txt
     first = deployment_ready(kube, rel.namespace, rel.operator)
+    # the image: a non-root user and nothing that builds or installs software
+    probe = ("import importlib.util as u, os, shutil; print(os.getuid(), u.find_spec('pip'), "
+             "[t for t in ('gcc', 'cc', 'make', 'pip', 'pip3', 'git') if shutil.which(t)])")
+    inside = kubectl(rel.kubeconfig, "-n", rel.namespace, "exec", f"deploy/{rel.operator}", "--",
+                     "python3", "-c", probe)
+    assert inside.stdout.split() == ["10001", "None", "[]"], inside.stdout
 
     # least privilege: the chart's RBAC, namespace-scoped, and nothing like cluster-admin
     assert can_i(rel.kubeconfig, rel.account, "create", "deployments", "-n", rel.namespace)
