@@ -36,7 +36,7 @@ from chart_lib import (
     sample_service,
     service_ready,
 )
-from operator_lib import ROOT, install_crds, kubectl, wait_for
+from operator_lib import ROOT, create_namespace, install_crds, kubectl, wait_for
 
 from splitserve.operator import rbac
 from splitserve.operator.kube import Kube, load_config
@@ -172,6 +172,7 @@ def test_rendered_chart_is_accepted_by_the_api_server(kubeconfig: str, namespace
 class Release:
     name: str
     namespace: str
+    other: str  # a second watched namespace
     kubeconfig: str
     kube: Kube
     image: tuple[str, str]
@@ -186,7 +187,9 @@ class Release:
 
     def values(self, *extra: str) -> list[str]:
         repository, tag = self.image
-        return ["--set", "watch.scope=namespaces", "--set", f"image.repository={repository}",
+        return ["--set", "watch.scope=namespaces",
+                "--set", f"watch.namespaces={{{self.namespace},{self.other}}}",
+                "--set", f"image.repository={repository}",
                 "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
                 "--set", "resources.requests.cpu=10m", *extra]
 
@@ -201,7 +204,9 @@ def release(cluster: Any, kubeconfig: str, namespace: str,
     install_crds(kubeconfig)
     load_standin(cluster, tmp_path_factory.mktemp("standin"))
     kube = Kube(load_config(kubeconfig))
-    rel = Release(f"ss{uuid.uuid4().hex[:6]}", namespace, kubeconfig, kube, image)
+    other = f"{namespace}-b"
+    create_namespace(kubeconfig, other)
+    rel = Release(f"ss{uuid.uuid4().hex[:6]}", namespace, other, kubeconfig, kube, image)
     try:
         yield rel
     finally:
@@ -209,15 +214,19 @@ def release(cluster: Any, kubeconfig: str, namespace: str,
             with contextlib.suppress(AssertionError):  # else the namespace cleanup drops it
                 delete_service(kube, kubeconfig, namespace, svc["metadata"]["name"])
         helm(kubeconfig, "uninstall", rel.name, "-n", namespace, check=False)
+        kubectl(kubeconfig, "delete", "namespace", other, "--wait=false", check=False)
         kube.close()
 
 
 def release_objects(rel: Release) -> list[str]:
     """Every object labelled with the release, namespaced (in its namespace) or cluster-wide."""
     selector = f"app.kubernetes.io/instance={rel.name}"
-    found = kubectl(rel.kubeconfig, "get", "-n", rel.namespace,
-                    "deployment,serviceaccount,service,configmap,role,rolebinding",
-                    "-l", selector, "-o", "name").stdout.split()
+    found = []
+    for namespace in (rel.namespace, rel.other):
+        found += [f"{namespace}/{n}" for n in kubectl(
+            rel.kubeconfig, "get", "-n", namespace,
+            "deployment,serviceaccount,service,configmap,role,rolebinding",
+            "-l", selector, "-o", "name").stdout.split()]
     found += kubectl(rel.kubeconfig, "get", "clusterrole,clusterrolebinding", "-l", selector,
                      "-o", "name").stdout.split()
     return found
@@ -240,6 +249,7 @@ def test_install_serve_upgrade_uninstall(release: Release, tmp_path: Path) -> No
     assert can_i(rel.kubeconfig, rel.account, "create", "deployments", "-n", rel.namespace)
     assert can_i(rel.kubeconfig, rel.account, "patch", "splitpools.splitserve.io/status",
                  "-n", rel.namespace)
+    assert can_i(rel.kubeconfig, rel.account, "create", "deployments", "-n", rel.other)
     assert not can_i(rel.kubeconfig, rel.account, "create", "deployments", "-n", "default")
     assert not can_i(rel.kubeconfig, rel.account, "get", "secrets", "-n", rel.namespace)
     assert not can_i(rel.kubeconfig, rel.account, "*", "*", "--all-namespaces")
@@ -275,7 +285,11 @@ def test_install_serve_upgrade_uninstall(release: Release, tmp_path: Path) -> No
     assert "is forbidden" not in rel.log()
 
     delete_service(kube, rel.kubeconfig, rel.namespace, "tiny")
-    assert release_objects(rel)
+    installed = release_objects(rel)
+    for namespace in (rel.namespace, rel.other):
+        for kind in ("role", "rolebinding"):
+            assert f"{namespace}/{kind}.rbac.authorization.k8s.io/{rel.operator}" in installed
+    assert f"{rel.namespace}/deployment.apps/{rel.operator}" in installed
     helm(rel.kubeconfig, "uninstall", rel.name, "-n", rel.namespace, "--wait")
     wait_for("every object of the release removed", lambda: not release_objects(rel),
              timeout=120)
