@@ -100,15 +100,16 @@ def test_operator_deployment_is_the_charts(kubeconfig: str) -> None:
     assert ours["image"].rsplit(":", 1)[1] == theirs["image"].rsplit(":", 1)[1]
 
 
-def overlay(path: Path, namespace: str, image: tuple[str, str]) -> Path:
-    """What a user writes to install manifests/namespaced into their own namespace."""
+def overlay(path: Path, namespace: str, image: tuple[str, str], base: str = "namespaced") -> Path:
+    """What a user writes to install a base (manifests/namespaced by default) into their own
+    namespace."""
     path.mkdir(parents=True, exist_ok=True)
     repository, tag = image
     (path / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "namespace": namespace,
         "nameSuffix": f"-{namespace}",  # cluster-wide names must not collide
-        "resources": [os.path.relpath(MANIFESTS / "namespaced", path)],
+        "resources": [os.path.relpath(MANIFESTS / base, path)],
         "images": [{"name": "splitserve/operator", "newName": repository, "newTag": tag}],
         "patches": [{"target": {"kind": "Deployment"}, "patch": yaml.safe_dump([
             {"op": "replace", "path": "/spec/template/spec/containers/0/imagePullPolicy",
@@ -119,9 +120,10 @@ def overlay(path: Path, namespace: str, image: tuple[str, str]) -> Path:
     return path
 
 
+@pytest.mark.parametrize("base", ["", "namespaced"])
 def test_overlay_is_accepted_by_the_api_server(cluster: Any, kubeconfig: str, namespace: str,
-                                               tmp_path: Path) -> None:
-    path = overlay(tmp_path / "overlay", namespace, ("splitserve/operator", "dry"))
+                                               tmp_path: Path, base: str) -> None:
+    path = overlay(tmp_path / "overlay", namespace, ("splitserve/operator", "dry"), base)
     out = kubectl(kubeconfig, "apply", "--dry-run=server", "-k", str(path), check=False)
     assert out.returncode == 0, out.stderr
     assert f"deployment.apps/splitserve-operator-{namespace}" in out.stdout
