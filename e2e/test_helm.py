@@ -11,7 +11,9 @@ is the stand-in image of operator_lib (see chart_lib), not the real engine.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from chart_lib import (
 )
 from operator_lib import ROOT, create_namespace, install_crds, kubectl, wait_for
 
+from splitserve.api import metrics as names
 from splitserve.operator import rbac
 from splitserve.operator.kube import Kube, load_config
 
@@ -176,6 +179,7 @@ class Release:
     kubeconfig: str
     kube: Kube
     image: tuple[str, str]
+    local: bool
 
     @property
     def operator(self) -> str:
@@ -206,7 +210,8 @@ def release(cluster: Any, kubeconfig: str, namespace: str,
     kube = Kube(load_config(kubeconfig))
     other = f"{namespace}-b"
     create_namespace(kubeconfig, other)
-    rel = Release(f"ss{uuid.uuid4().hex[:6]}", namespace, other, kubeconfig, kube, image)
+    rel = Release(f"ss{uuid.uuid4().hex[:6]}", namespace, other, kubeconfig, kube, image,
+                  cluster.local)
     try:
         yield rel
     finally:
@@ -216,6 +221,26 @@ def release(cluster: Any, kubeconfig: str, namespace: str,
         helm(kubeconfig, "uninstall", rel.name, "-n", namespace, check=False)
         kubectl(kubeconfig, "delete", "namespace", other, "--wait=false", check=False)
         kube.close()
+
+
+def scrape(kubeconfig: str, namespace: str, service: str) -> str:
+    """The metrics text behind a Service's `metrics` port, from its first ready endpoint."""
+    out = kubectl(kubeconfig, "-n", namespace, "get", "endpointslices", "-l",
+                  f"kubernetes.io/service-name={service}", "-o", "json", check=False)
+    if out.returncode != 0:
+        return ""
+    slices = json.loads(out.stdout)["items"]
+    addresses = [a for s in slices for e in s.get("endpoints") or []
+                 if (e.get("conditions") or {}).get("ready") for a in e["addresses"]]
+    ports = [p["port"] for s in slices for p in s.get("ports") or [] if p["name"] == "metrics"]
+    if not addresses or not ports:
+        return ""
+    try:
+        with urllib.request.urlopen(f"http://{addresses[0]}:{ports[0]}/metrics",
+                                    timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 def release_objects(rel: Release) -> list[str]:
@@ -256,6 +281,12 @@ def test_install_serve_upgrade_uninstall(release: Release, tmp_path: Path) -> No
 
     apply_service(rel.kubeconfig, rel.namespace, sample_service("tiny", model_dir(tmp_path)))
     service_ready(kube, rel.namespace, "tiny", diagnose=rel.log)
+    if rel.local:  # pod addresses route to this machine on e2e/cluster
+        reconciles = names.RECONCILES.name + "_total{"
+        wait_for("the operator's metrics through its Service",
+                 lambda: reconciles in scrape(rel.kubeconfig, rel.namespace,
+                                             f"{rel.operator}-metrics"),
+                 timeout=60)
     before = pod_states(kube, rel.namespace, "tiny")
     assert len(before) == 3  # prefill, decode, router
     generations = {d["metadata"]["name"]: d["metadata"]["generation"]
