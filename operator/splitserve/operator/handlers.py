@@ -160,8 +160,15 @@ async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | 
         return
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
-        outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
-        changes = status_patch(outcome.status, obj.get("status"))
+        # read the pool again under its lock: a body taken before waiting (an event's, a
+        # timer's) can predate a scale the HPA or the autoscaler made meanwhile, and applying
+        # it would set the Deployment back to the old count
+        fresh = await asyncio.to_thread(rt.kube.get, "SplitPool", meta["namespace"],
+                                        meta["name"])
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        outcome = await asyncio.to_thread(reconcile_pool, rt.kube, fresh)
+        changes = status_patch(outcome.status, fresh.get("status"))
         if changes:
             if patch is not None:
                 patch.status.update(changes)
