@@ -4,7 +4,8 @@ The metric is the CPU utilization of the decode pool's pods, served by metrics-s
 the Go module proxy and started by e2e/cluster/up.sh). The pods run the stand-in image (busybox
 answering the workers' health endpoints; see operator_lib) until the data-plane image exists;
 the load is a real busy loop run inside the decode pod, so the kubelet measures real CPU use.
-The operator runs as a real process watching only this test's namespace.
+The operator runs as a real process under its own ServiceAccount (the shipped RBAC), watching
+only this test's namespace.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from audit_log import operator_identity
 from operator_lib import (
     STANDIN_IMAGE,
     OperatorProcess,
@@ -88,8 +91,10 @@ def env(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Env]:
     install_crds(kubeconfig)
     if not cluster.images_preloaded:
         import_standin(build_standin_archive(tmp_path / "standin.tar"), containerd_address())
+    # the operator runs as its own ServiceAccount with the shipped RBAC, bound in this namespace
+    identity, _ = operator_identity(kubeconfig, namespace, tmp_path)
     port = free_port()
-    operator = OperatorProcess(kubeconfig, tmp_path / "operator.log", (
+    operator = OperatorProcess(identity, tmp_path / "operator.log", (
         "--namespace", namespace, "--resync-seconds", str(RESYNC_SECONDS),
         "--metrics-port", str(port)))
     operator.start()
@@ -241,12 +246,14 @@ def test_hpa_scales_the_decode_pool_and_the_operator_follows(env: Env, tmp_path:
              .get("currentMetrics"), timeout=90)
     assert pool(env)["spec"]["replicas"] == 1
 
+    started = time.monotonic()
     load = subprocess.Popen(
         [kubectl_path(), "--kubeconfig", env.kubeconfig, "-n", env.namespace, "exec", pod,
          "--", "sh", "-c", f"while [ ! -e {STOP_FILE} ]; do :; done"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_scaled(env, 2, "the HPA to scale the decode pool to 2 and the Deployment to follow")
+        print(f"hpa_scale_up_seconds={time.monotonic() - started:.0f}")
         assert_not_reverted(env, 2)
     finally:
         # the image has busybox and `sh` only: the shell creates the file
@@ -258,7 +265,9 @@ def test_hpa_scales_the_decode_pool_and_the_operator_follows(env: Env, tmp_path:
             load.kill()
     assert stop.returncode == 0, f"could not stop the load: {stop.stderr}"
     assert load.returncode == 0, f"the load loop failed: {load.stderr and load.stderr.read()!r}"
+    stopped = time.monotonic()
     wait_scaled(env, 1, "the HPA to scale the decode pool back to 1 and the Deployment to follow")
+    print(f"hpa_scale_down_seconds={time.monotonic() - stopped:.0f}")
     assert_not_reverted(env, 1)
     # the built-in autoscaler is off: it decided nothing
     svc = env.kube.get("SplitService", env.namespace, SERVICE) or {}
