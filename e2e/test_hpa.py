@@ -90,6 +90,9 @@ def env(cluster: Any, namespace: str, tmp_path: Path) -> Iterator[Env]:
                              "metrics-server; on another cluster, install it") from exc
     install_crds(kubeconfig)
     if not cluster.images_preloaded:
+        if not cluster.local:
+            pytest.fail(f"load {STANDIN_IMAGE} into the cluster's nodes and set "
+                        "SPLITSERVE_E2E_IMAGES_PRELOADED=1 (see e2e/operator_lib.py)")
         import_standin(build_standin_archive(tmp_path / "standin.tar"), containerd_address())
     # the operator runs as its own ServiceAccount with the shipped RBAC, bound in this namespace
     identity, _ = operator_identity(kubeconfig, namespace, tmp_path)
@@ -211,11 +214,12 @@ def wait_scaled(env: Env, replicas: int, what: str, timeout: float = 150) -> Non
 
 
 def assert_not_reverted(env: Env, replicas: int) -> None:
-    """Across two resyncs of every pool the operator leaves the HPA's count (and the pool's
-    generation: the operator writes no spec) alone."""
+    """Across the operator's next pool reconciles (both pools resync every RESYNC_SECONDS: at
+    least four reconciles) it leaves the HPA's count and the pool's generation (nobody rewrote
+    its spec) alone, and the Deployment keeps that count."""
     generation, start = pool(env)["metadata"]["generation"], pool_reconciles(env)
-    wait_for("two pool resyncs of the operator", lambda: pool_reconciles(env) >= start + 2,
-             timeout=RESYNC_SECONDS * 6)
+    wait_for("four pool reconciles of the operator", lambda: pool_reconciles(env) >= start + 4,
+             timeout=RESYNC_SECONDS * 8)
     after = pool(env)
     assert after["spec"]["replicas"] == replicas, after["spec"]
     assert after["metadata"]["generation"] == generation, "someone rewrote the pool's spec"
