@@ -207,10 +207,15 @@ def test_apply_writes_replicas_only_through_the_scale_subresource() -> None:
     assert gauges.values[up] == 1.0
 
 
-def test_apply_without_changes_writes_only_status() -> None:
+def test_apply_without_changes_writes_only_status_and_then_nothing() -> None:
     api = RecordingApi()
-    apply(api, SERVICE, POOLS, make_plan(), AT)
+    first = apply(api, SERVICE, POOLS, make_plan(), AT)
     assert api.calls == [("patch", "SplitService", "llm", "chat", "status")]
+    assert first.wrote_status
+    stored = {**SERVICE, "status": {**SERVICE["status"], **first.status}}
+    again = apply(api, stored, POOLS, make_plan(), datetime(2026, 1, 2, 3, 5, tzinfo=UTC))
+    assert api.calls == [("patch", "SplitService", "llm", "chat", "status")]
+    assert not again.wrote_status and again.status == first.status
 
 
 def test_a_failing_event_does_not_fail_the_scale() -> None:

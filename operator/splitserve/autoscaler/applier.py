@@ -3,7 +3,9 @@
 The only write to a pool's replica count is a merge patch of `{"spec": {"replicas": n}}` on the
 SplitPool's `scale` subresource, and only when the plan changes it. The SplitService status gets
 the decisions (newest last, at most `MAX_DECISIONS`) and the ScalingActive / ScalingLimited
-conditions, written on the `status` subresource. Every change posts an event on the service.
+conditions, written on the `status` subresource only when they differ from the status the
+service object passed in holds (so a steady service costs no write). Every change posts an
+event on the service.
 
 `ScaleClient` is the slice of the operator's Kubernetes layer this needs (the operator's `Kube`
 satisfies it). Everything that builds objects is pure and tested on its own.
@@ -154,7 +156,13 @@ def event(service: Mapping[str, Any], decision: PoolDecision, at: datetime) -> d
 @dataclass(frozen=True)
 class Applied:
     scaled: list[PoolDecision]
-    status: dict[str, Any]
+    status: dict[str, Any]  # the autoscaler's status fields after this plan
+    wrote_status: bool = False
+
+
+def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+    """Whether any of the autoscaler's status fields differs from what is stored."""
+    return any(status[k] != (previous.get(k) or []) for k in status)
 
 
 def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[str, str],
@@ -177,7 +185,10 @@ def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[s
         "conditions": conditions(plan, at, previous.get("conditions") or [],
                                  meta.get("generation")),
     }
-    client.patch("SplitService", ns, meta["name"], {"status": status}, subresource="status")
+    wrote = status_changed(status, previous)
+    if wrote:
+        client.patch("SplitService", ns, meta["name"], {"status": status},
+                     subresource="status")
     for d in scaled:
         try:
             client.create(event(service, d, at))
@@ -185,7 +196,7 @@ def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[s
             continue
     if gauges is not None:
         export(gauges, plan)
-    return Applied(scaled, status)
+    return Applied(scaled, status, wrote)
 
 
 def export(gauges: Gauges, plan: Plan) -> None:
