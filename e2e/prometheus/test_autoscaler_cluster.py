@@ -14,7 +14,8 @@
   short autoscaler time constants (10 s rate window, 10 s load half-life); the services decide
   every 5 s with a 10 s scale-down window, and read a small capacity profile from a ConfigMap
   (one prefill replica serves ~35 prompt tokens/s, one decode replica ~33 output tokens/s), so
-  a modest CPU load needs several replicas.
+  a modest CPU load needs several replicas. (The operator's RBAC for the autoscaler is checked
+  by e2e/test_operator_rbac.py.)
 
 Phases, in order: prompt-heavy load raises prefill (not decode) and the limited service reports
 ScalingLimited/PendingPods without adding; the load stops and prefill is lowered after the
@@ -44,6 +45,7 @@ from operator_lib import (
     OperatorProcess,
     build_standin_archive,
     condition,
+    create_namespace,
     import_standin,
     install_crds,
     kubectl,
@@ -80,6 +82,31 @@ class Env:
     metrics_url: str
     router_url: str
     prometheus: PrometheusServer
+    docs: list[dict[str, Any]]  # the profile ConfigMap and both SplitServices
+
+
+def apply_services(env: Env) -> bool:
+    """Server-side applies `env.docs`; False after re-installing this tree's CRDs when the
+    cluster's are of another version (the cluster is shared with sessions of other versions)."""
+    out = kubectl(env.kubeconfig, "apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                  stdin=yaml.safe_dump_all(env.docs), check=False)
+    if out.returncode != 0 and "field not declared in schema" in out.stderr:
+        install_crds(env.kubeconfig)
+        return False
+    assert out.returncode == 0, out.stderr
+    return True
+
+
+def keep_schema(env: Env) -> None:
+    """Re-installs this tree's CRDs and re-applies the services when a session of another
+    version installed CRDs without `autoscaling.profileConfigMap` (the API server then drops
+    the field from the stored objects)."""
+    for name in (SERVICE, LIMITED):
+        obj = env.kube.get("SplitService", env.namespace, name) or {}
+        if not obj.get("spec", {}).get("autoscaling", {}).get("profileConfigMap"):
+            install_crds(env.kubeconfig)
+            wait_for("the SplitServices re-applied", lambda: apply_services(env), timeout=60)
+            return
 
 
 def containerd_address() -> str:
@@ -133,7 +160,7 @@ def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
         import_standin(build_standin_archive(work / "standin.tar"), containerd_address())
     namespace = f"e2e-as-{uuid.uuid4().hex[:6]}"
     kube = Kube(load_config(kubeconfig))
-    kubectl(kubeconfig, "create", "namespace", namespace)
+    create_namespace(kubeconfig, namespace)
     stack = LocalStack(parse_spec(local_spec(namespace)), router_port=0, log_dir=work / "stack",
                        ready_timeout_s=180)
     prometheus: PrometheusServer | None = None
@@ -159,19 +186,10 @@ def env(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
         docs = [profile, cluster_spec(namespace, SERVICE, model_dir, prometheus.url),
                 cluster_spec(namespace, LIMITED, model_dir, prometheus.url, prefill_gpus=5)]
 
-        def applied() -> bool:
-            # the cluster is shared: CRDs of another version may have been installed meanwhile
-            out = kubectl(kubeconfig, "apply", "--server-side", "--field-manager=e2e", "-f",
-                          "-", stdin=yaml.safe_dump_all(docs), check=False)
-            if out.returncode != 0 and "field not declared in schema" in out.stderr:
-                install_crds(kubeconfig)
-                return False
-            assert out.returncode == 0, out.stderr
-            return True
-
-        wait_for("the SplitServices applied", applied, timeout=60)
-        yield Env(kube, kubeconfig, namespace, operator, f"http://127.0.0.1:{metrics_port}",
-                  stack.url, prometheus)
+        env = Env(kube, kubeconfig, namespace, operator, f"http://127.0.0.1:{metrics_port}",
+                  stack.url, prometheus, docs)
+        wait_for("the SplitServices applied", lambda: apply_services(env), timeout=60)
+        yield env
     finally:
         if operator is not None:
             operator.stop()
@@ -242,6 +260,7 @@ def watch(env: Env, what: str, probe: Callable[[], Any], timeout: float,
     """`wait_for` that also checks the operator is alive and an invariant on every poll."""
     def checked() -> Any:
         assert env.operator.alive(), env.operator.log()
+        keep_schema(env)
         invariant()
         return probe()
 

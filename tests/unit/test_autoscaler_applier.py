@@ -21,6 +21,7 @@ from splitserve.autoscaler.applier import (
     conditions,
     decision_records,
     event,
+    pool_bounds,
     pool_state,
     scale_patch,
     unschedulable,
@@ -284,3 +285,12 @@ def test_service_autoscaler_needs_both_pools() -> None:
         ServiceAutoscaler(PROF).step(
             client=RecordingApi(), prom=FixedSnapshots(), service=SERVICE,
             autoscaling=AutoscalingSpec(), pools={"prefill": splitpool("p", 1)}, pods={}, now=AT)
+
+
+def test_pool_bounds_come_from_the_service_spec() -> None:
+    svc = {"spec": {"prefill": {"minReplicas": 2, "maxReplicas": 9}, "decode": {}}}
+    assert pool_bounds(svc, "prefill") == (2, 9)
+    assert pool_bounds(svc, "decode") == (1, 16)  # the API's defaults
+    assert pool_bounds({"metadata": {}}, "prefill") is None
+    state = pool_state({"spec": {"replicas": 3}}, [], pool_bounds(svc, "prefill"))
+    assert (state.min_replicas, state.max_replicas) == (2, 9)

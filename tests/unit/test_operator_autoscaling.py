@@ -71,15 +71,17 @@ class StoredApi:
 def service(enabled: bool = True, **autoscaling_fields: Any) -> dict[str, Any]:
     return {"apiVersion": "splitserve.io/v1alpha1", "kind": "SplitService",
             "metadata": {"name": NAME, "namespace": NS, "uid": "u", "generation": 2},
-            "spec": {"autoscaling": {"enabled": enabled, "prometheusUrl": "http://prom:9090",
+            "spec": {"prefill": {"replicas": 1, "maxReplicas": 6},
+                     "decode": {"replicas": 1, "minReplicas": 1, "maxReplicas": 6},
+                     "autoscaling": {"enabled": enabled, "prometheusUrl": "http://prom:9090",
                                      "intervalSeconds": 5, **autoscaling_fields}},
             "status": {"conditions": [dict(READY)]}}
 
 
 def pool(role: str, replicas: int = 1) -> dict[str, Any]:
+    """A SplitPool as the operator creates it: replicas, no bounds (those are the service's)."""
     return {"kind": "SplitPool", "metadata": {"name": f"{NAME}-{role}", "namespace": NS},
-            "spec": {"replicas": replicas, "minReplicas": 1, "maxReplicas": 6},
-            "status": {"readyReplicas": replicas}}
+            "spec": {"replicas": replicas, "role": role}, "status": {"readyReplicas": replicas}}
 
 
 def world(**autoscaling_fields: Any) -> tuple[StoredApi, Runtime]:
@@ -116,6 +118,8 @@ def test_a_burst_scales_through_the_scale_subresource_with_status_and_event() ->
     api, rt = world()
     slot = run_step(api, rt, 50_000.0)
     assert ("patch", "SplitPool/chat-prefill", "scale") in api.writes
+    prefill = api.get("SplitPool", NS, "chat-prefill")
+    assert prefill is not None and prefill["spec"]["replicas"] == 5  # 1 + 4, within max 6
     assert not any(w[1].startswith("SplitPool") and w[2] != "scale" for w in api.writes)
     assert ("create", "Event", "ScaledUp") in api.writes
     stored = api.get("SplitService", NS, NAME)

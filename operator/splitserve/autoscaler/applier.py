@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from splitserve.api import metrics as names
 from splitserve.api.names import MANAGER, ConditionType, Reason
+from splitserve.api.pool import PoolSpec
 from splitserve.api.splitservice import MAX_DECISIONS
 from splitserve.api.status import Condition, ConditionStatus, ScalingDecision
 from splitserve.autoscaler.policy import Plan, PoolDecision, PoolState
@@ -67,12 +68,27 @@ def unschedulable(pods: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
     return count, message
 
 
-def pool_state(pool: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> PoolState:
-    """The policy's view of one SplitPool object and its pods."""
+def pool_bounds(service: Mapping[str, Any], role: str) -> tuple[int, int] | None:
+    """(minReplicas, maxReplicas) of one pool from the SplitService spec (the SplitPool does
+    not carry them), with the API's defaults; None when the object has no spec."""
+    spec = service.get("spec")
+    if not isinstance(spec, Mapping):
+        return None
+    pool = spec.get(role) or {}
+    fields = PoolSpec.model_fields
+    return (int(pool.get("minReplicas", fields["min_replicas"].default)),
+            int(pool.get("maxReplicas", fields["max_replicas"].default)))
+
+
+def pool_state(pool: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
+               bounds: tuple[int, int] | None = None) -> PoolState:
+    """The policy's view of one SplitPool object and its pods; `bounds` (min, max) from the
+    service, else from the pool object (else 1 and the current count)."""
     spec, status = pool.get("spec") or {}, pool.get("status") or {}
     n, why = unschedulable(pods)
     replicas = int(spec.get("replicas", 0))
-    lo, hi = int(spec.get("minReplicas", 1)), int(spec.get("maxReplicas", max(replicas, 1)))
+    lo, hi = bounds or (int(spec.get("minReplicas", 1)),
+                        int(spec.get("maxReplicas", max(replicas, 1))))
     return PoolState(replicas=replicas, ready=int(status.get("readyReplicas", 0)),
                      min_replicas=lo, max_replicas=max(lo, hi), unschedulable=n,
                      unschedulable_reason=why)

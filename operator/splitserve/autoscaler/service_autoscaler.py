@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from splitserve.api.serving import AutoscalingSpec
-from splitserve.autoscaler.applier import Gauges, ScaleClient, apply, pool_state
+from splitserve.autoscaler.applier import Gauges, ScaleClient, apply, pool_bounds, pool_state
 from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.history import POOLS, History
 from splitserve.autoscaler.policy import Plan, PlanInputs, PolicyConfig, plan
@@ -57,7 +57,8 @@ class ServiceAutoscaler:
         except PrometheusError as exc:
             log.warning("%s/%s: no metrics: %s", meta["namespace"], meta["name"], exc)
             snap = MetricsSnapshot(time=t, prefill=PoolMetrics(), decode=PoolMetrics())
-        states = {p: pool_state(pools[p], pods.get(p, ())) for p in POOLS}
+        states = {p: pool_state(pools[p], pods.get(p, ()), pool_bounds(service, p))
+                  for p in POOLS}
         result = plan(PlanInputs(now=t, snapshot=snap, slo=autoscaling, profile=self.profile,
                                  prefill=states["prefill"], decode=states["decode"],
                                  history=self.history, config=self.config))
