@@ -7,6 +7,7 @@ by kind and name and applies merge patches to them; the cluster tests cover the 
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from splitserve.autoscaler.snapshot import MetricsSnapshot, PoolMetrics
 from splitserve.operator import autoscaling
 from splitserve.operator.autoscaling import Prefetched, Slot
 from splitserve.operator.kube import Kube
+from splitserve.operator.main import parse_options
 from splitserve.operator.reconcile import TemplateCache
 from splitserve.operator.runtime import OperatorOptions, Runtime
 
@@ -233,8 +235,6 @@ def test_a_snapshot_of_another_scope_is_refused() -> None:
 
 
 def test_operator_options_of_the_autoscaler() -> None:
-    from splitserve.operator.main import parse_options
-
     opts = parse_options(["--autoscaler-rate-window", "10s", "--autoscaler-half-life", "8"], {})
     assert (opts.autoscaler_rate_window, opts.autoscaler_half_life_seconds) == ("10s", 8.0)
     env = parse_options([], {"SPLITSERVE_AUTOSCALER_RATE_WINDOW": "2m"})
@@ -243,3 +243,21 @@ def test_operator_options_of_the_autoscaler() -> None:
                 ["--autoscaler-half-life", "0"]):
         with pytest.raises(SystemExit):
             parse_options(bad, {})
+
+
+def test_a_tick_steps_only_when_the_service_is_due() -> None:
+    """The timer ticks more often than services decide; Prometheus here is an address nothing
+    listens on (no metrics)."""
+    api, rt = world(prometheusUrl="http://127.0.0.1:9")
+    body = api.get("SplitService", NS, NAME)
+    assert body is not None
+    asyncio.run(autoscaling.tick(rt, NS, NAME, body))
+    assert api.writes == [("patch", "SplitService/chat", "status")]
+    slot = rt.autoscalers[(NS, NAME)]
+    due = slot.due
+    asyncio.run(autoscaling.tick(rt, NS, NAME, body))  # not due: nothing read or written
+    assert slot.due == due and len(api.writes) == 1
+    slot.due = 0.0
+    api.objects[("SplitService", NAME)]["status"]["conditions"] = []
+    asyncio.run(autoscaling.tick(rt, NS, NAME, body))
+    assert len(api.writes) == 2 and slot.due > due
