@@ -219,6 +219,8 @@ def test_autoscaler_metrics_on_the_operator_registry() -> None:
         in text
     assert f"{names.AUTOSCALER_DECISIONS.series}{{direction=\"up\"" in text
     assert names.AUTOSCALER_PREDICTED_LOAD.name in text and names.AUTOSCALER_LIMITED.name in text
+    autoscaling.forget(rt, NS, NAME)  # the service was deleted
+    assert 'service="chat"' not in generate_latest(rt.telemetry.registry).decode()
 
 
 def test_an_unreachable_prometheus_holds_both_pools() -> None:

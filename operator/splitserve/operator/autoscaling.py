@@ -179,7 +179,7 @@ def step(rt: Runtime, slot: Slot, namespace: str, name: str, prefetched: Prefetc
     service = kube.get("SplitService", namespace, name)
     spec = autoscaling_spec(service) if service is not None else None
     if service is None or spec is None or service["metadata"].get("deletionTimestamp"):
-        rt.autoscalers.pop((namespace, name), None)
+        forget(rt, namespace, name)
         return
     pools = {p: kube.get("SplitPool", namespace, naming.pool_name(name, p)) for p in POOLS}
     found = {p: pool for p, pool in pools.items() if pool is not None}
@@ -249,7 +249,9 @@ async def tick(rt: Runtime, namespace: str, name: str, service: Mapping[str, Any
 
 
 def forget(rt: Runtime, namespace: str, name: str) -> None:
+    """A service that is gone or no longer autoscaled: its state and its series go."""
     rt.autoscalers.pop((namespace, name), None)
+    rt.telemetry.forget_service(namespace, name)
 
 
 def reconciled_status(rt: Runtime, obj: Mapping[str, Any], status: dict[str, Any]
@@ -259,6 +261,7 @@ def reconciled_status(rt: Runtime, obj: Mapping[str, Any], status: dict[str, Any
     meta = obj["metadata"]
     key = (meta["namespace"], meta["name"])
     if autoscaling_spec(obj) is None:
-        rt.autoscalers.pop(key, None)
+        if key in rt.autoscalers:
+            forget(rt, *key)
         return status
     return overlay(status, rt.autoscalers.get(key))

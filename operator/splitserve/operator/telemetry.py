@@ -26,6 +26,8 @@ class Telemetry:
     desired: Gauge
     ready: Gauge
     autoscaler: dict[str, Counter | Gauge]  # by metric name
+    # label values of every autoscaler series, by (namespace, service), to drop them with it
+    autoscaler_series: dict[tuple[str, str], set[tuple[str, tuple[str, ...]]]]
 
     @classmethod
     def create(cls) -> Telemetry:
@@ -44,11 +46,16 @@ class Telemetry:
             m.name: counter(m) if m.kind == "counter" else gauge(m) for m in AUTOSCALER_METRICS}
         return cls(registry, counter(names.RECONCILES), counter(names.RECONCILE_ERRORS), seconds,
                    counter(names.RECONCILE_WRITES), gauge(names.POOL_DESIRED_REPLICAS),
-                   gauge(names.POOL_READY_REPLICAS), autoscaler)
+                   gauge(names.POOL_READY_REPLICAS), autoscaler, {})
 
     def for_service(self, namespace: str, service: str) -> ServiceGauges:
         """Where one service's autoscaler exports its inputs and decisions."""
         return ServiceGauges(self, namespace, service)
+
+    def forget_service(self, namespace: str, service: str) -> None:
+        """Drops every autoscaler series of a service that is gone or no longer autoscaled."""
+        for name, values in self.autoscaler_series.pop((namespace, service), set()):
+            self.autoscaler[name].remove(*values)
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)
@@ -85,7 +92,11 @@ class ServiceGauges:
         found = self.telemetry.autoscaler.get(metric.name)
         if found is None:
             raise ValueError(f"{metric.name}: not an autoscaler metric")
-        return found.labels(namespace=self.namespace, service=self.service, **labels)
+        every = {"namespace": self.namespace, "service": self.service, **labels}
+        values = tuple(every[label] for label in metric.labels)
+        self.telemetry.autoscaler_series.setdefault((self.namespace, self.service), set()).add(
+            (metric.name, values))
+        return found.labels(*values)
 
     def set(self, metric: names.Metric, value: float, **labels: str) -> None:
         child = self._child(metric, labels)
