@@ -55,8 +55,8 @@ start_etcd() {
 }
 
 # The audit log records every write (who, verb, object; no bodies) so tests can count what one
-# client wrote; leases and events, written every few seconds by the node and controllers, are left
-# out.
+# client wrote. Leases, and the events of the node and the cluster's own components (written every
+# few seconds), are left out; events posted by anyone else are kept.
 write_audit_policy() {
   cat >"$SS_STATE/audit-policy.yaml" <<'YAML'
 apiVersion: audit.k8s.io/v1
@@ -66,6 +66,10 @@ rules:
 - level: None
   resources:
   - {group: coordination.k8s.io, resources: [leases]}
+- level: None
+  users: [system:kube-scheduler, system:kube-controller-manager, system:kube-proxy]
+  userGroups: [system:nodes, "system:serviceaccounts:kube-system"]
+  resources:
   - {group: "", resources: [events]}
   - {group: events.k8s.io, resources: [events]}
 - level: Metadata
