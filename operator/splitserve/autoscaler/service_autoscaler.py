@@ -55,7 +55,7 @@ class ServiceAutoscaler:
         try:
             snap = prom.snapshot(scope, t)
         except PrometheusError as exc:
-            log.warning("%s/%s: no metrics: %s", meta["namespace"], meta["name"], exc)
+            log.debug("%s/%s: no metrics: %s", meta["namespace"], meta["name"], exc)
             snap = MetricsSnapshot(time=t, prefill=PoolMetrics(), decode=PoolMetrics())
         states = {p: pool_state(pools[p], pods.get(p, ()), pool_bounds(service, p))
                   for p in POOLS}

@@ -59,6 +59,7 @@ class Slot:
     due: float = 0.0  # monotonic time of the next step
     profile_source: tuple[str, str] = ("", "")  # (ConfigMap name or "", resourceVersion)
     status: dict[str, Any] = field(default_factory=dict)  # last status fields written
+    prometheus_error: str = ""  # the last query error, logged when it changes
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,13 @@ async def tick(rt: Runtime, namespace: str, name: str, service: Mapping[str, Any
     scope = Scope(namespace=meta["namespace"], service=meta["name"],
                   percentile=spec.percentile, rate_window=rt.options.autoscaler_rate_window)
     prefetched = await asyncio.to_thread(_read_prometheus, spec.prometheus_url, scope)
-    if isinstance(prefetched.result, PrometheusError):
-        log.warning("%s/%s: no metrics: %s", namespace, name, prefetched.result)
+    error = str(prefetched.result) if isinstance(prefetched.result, PrometheusError) else ""
+    if error != slot.prometheus_error:
+        if error:
+            log.warning("%s/%s: no metrics, holding both pools: %s", namespace, name, error)
+        else:
+            log.info("%s/%s: metrics from %s again", namespace, name, spec.prometheus_url)
+        slot.prometheus_error = error
     async with rt.lock(namespace, name):
         try:
             await asyncio.to_thread(step, rt, slot, namespace, name, prefetched,
