@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from splitserve.router.discovery import parse_static
 from splitserve.router.policy import POLICIES
+from splitserve.worker.config import pick as _pick
+from splitserve.worker.config import read_document
 
 COMPRESSIONS = {"none": "COMPRESSION_NONE", "int8": "COMPRESSION_INT8"}  # proto enum names
 
@@ -79,30 +79,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _doc(path: str | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"--config {path}: cannot read the config document ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"--config {path}: expected a mapping at the top level")
-    return doc
-
-
-def _pick(*values: Any) -> Any:
-    return next((v for v in values if v is not None and v != ""), None)
-
-
-def from_args(argv: list[str], environ: dict[str, str] | None = None) -> RouterConfig:
+def from_args(argv: list[str], environ: Mapping[str, str] | None = None) -> RouterConfig:
     a = parser().parse_args(argv)
     env = os.environ if environ is None else environ
 
     def e(name: str) -> str | None:
         return env.get(f"SPLITSERVE_{name}")
 
-    doc = _doc(a.config or e("CONFIG"))
+    doc = read_document(_pick(a.config, e("CONFIG")))
     model, router = doc.get("model") or {}, doc.get("router") or {}
     kv = doc.get("kvTransfer") or {}
     engine = (doc.get("decode") or {}).get("engine") or {}
@@ -121,8 +105,10 @@ def from_args(argv: list[str], environ: dict[str, str] | None = None) -> RouterC
         namespace=_pick(a.namespace, env.get("POD_NAMESPACE"), doc.get("namespace"),
                         "default"),
         service=_pick(a.service, e("SERVICE"), doc.get("service"), "local"),
-        prefill_service=_pick(a.prefill_service, e("PREFILL_SERVICE")) or "",
-        decode_service=_pick(a.decode_service, e("DECODE_SERVICE")) or "",
+        prefill_service=_pick(a.prefill_service, e("PREFILL_SERVICE"),
+                              router.get("prefillService")) or "",
+        decode_service=_pick(a.decode_service, e("DECODE_SERVICE"),
+                             router.get("decodeService")) or "",
         policy=_pick(a.policy, router.get("policy"), "least-loaded"),
         short_prompt_threshold=int(_pick(a.short_prompt_threshold,
                                          router.get("shortPromptThreshold"), 64)),
