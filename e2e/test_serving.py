@@ -247,3 +247,23 @@ def test_streaming_equals_colocated(client: OpenAI, reference: Any,
         extra_body=IGNORE_EOS)
     deltas = [e.choices[0].delta.content or "" for e in stream if e.choices]
     assert "".join(deltas) == want_chat
+
+
+def test_pods_ran_without_restarts_within_their_limits(served: Served,
+                                                       pytestconfig: pytest.Config) -> None:
+    """After the requests above: no container restarted (no OOM kill, no crash); reports each
+    pod's peak memory (cgroup) against its limit."""
+    out = kubectl(served.kubeconfig, "get", "pods", "-n", served.namespace, "-o", "json")
+    pods = json.loads(out.stdout)["items"]
+    assert sorted(p["metadata"]["labels"]["splitserve.io/role"] for p in pods) == \
+        ["decode", "prefill", "router"]
+    for pod in pods:
+        name, role = pod["metadata"]["name"], pod["metadata"]["labels"]["splitserve.io/role"]
+        statuses = pod["status"]["containerStatuses"]
+        assert [s["restartCount"] for s in statuses] == [0], (name, statuses)
+        peak = kubectl(served.kubeconfig, "exec", "-n", served.namespace, name, "--", "sh", "-c",
+                       "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes "
+                       "/sys/fs/cgroup/memory.peak 2>/dev/null | head -n 1", check=False)
+        limit = pod["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        mib = f"{int(peak.stdout) / 2**20:.0f} MiB" if peak.stdout.strip().isdigit() else "?"
+        report(pytestconfig, f"{role} pod peak memory {mib} (limit {limit})")
