@@ -118,7 +118,7 @@ def test_worker_pod_starts_a_worker_the_worker_accepts(
         assert cfg.engine.num_blocks == 64 and cfg.drain_timeout_s == 20
 
 
-def test_worker_with_tls_reads_the_mounted_secret(tmp_path: Path) -> None:
+def test_workers_and_router_with_tls_read_the_mounted_secret(tmp_path: Path) -> None:
     objs = plan_service(service(kvTransfer={"tlsSecretName": "kv-tls"}))
     config_file = tmp_path / CONFIG_KEY
     config_file.write_text(by_kind(objs)[("ConfigMap", "llama-config")]["data"][CONFIG_KEY])
@@ -126,6 +126,13 @@ def test_worker_with_tls_reads_the_mounted_secret(tmp_path: Path) -> None:
     cfg = worker_config.from_args(localized(container["args"][1:], config_file),
                                   environment(container))
     assert mounts_of(container)[cfg.tls_dir] == "tls"
+    router = pod_of(by_kind(objs)[("Deployment", "llama-router")])
+    (container,) = router["containers"]
+    rcfg = router_config.from_args(localized(container["args"][1:], config_file),
+                                   environment(container))
+    assert mounts_of(container)[rcfg.tls_dir] == "tls"
+    assert rcfg.tls_server_name == cfg.tls_server_name
+    assert {"name": "tls", "secret": {"secretName": "kv-tls"}} in router["volumes"]
 
 
 def test_pool_services_expose_the_port_the_router_discovers(
@@ -159,6 +166,7 @@ def test_router_pod_starts_a_router_the_router_accepts(
     assert cfg.max_retries == 3 and cfg.compression == "int8"
     assert cfg.reservation_timeout_ms == 7000
     assert cfg.block_size == 16  # the decode pool's blocks, which the router reserves
+    assert cfg.tls_dir == ""
     # the same config document without the environment still names the pool Services
     bare = router_config.from_args(localized(container["args"][1:], config_file),
                                    {"POD_NAMESPACE": NAMESPACE})

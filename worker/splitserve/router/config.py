@@ -46,6 +46,8 @@ class RouterConfig:
     block_size: int
     stats_interval_s: float
     drain_timeout_s: float
+    tls_dir: str  # the workers' certificate files (mTLS); empty = plaintext gRPC
+    tls_server_name: str
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int)
     p.add_argument("--stats-interval", type=float)
     p.add_argument("--drain-timeout", type=float)
+    p.add_argument("--tls-dir", help="tls.crt, tls.key and ca.crt of the workers' gRPC (mTLS); "
+                   "empty = plaintext")
+    p.add_argument("--tls-server-name", help="name in the workers' certificate")
     return p
 
 
@@ -123,6 +128,8 @@ def from_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Rout
         block_size=int(_pick(a.block_size, engine.get("blockSize"), 16)),
         stats_interval_s=float(_pick(a.stats_interval, e("STATS_INTERVAL"), 0.5)),
         drain_timeout_s=float(_pick(a.drain_timeout, e("DRAIN_TIMEOUT"), 30.0)),
+        tls_dir=_pick(a.tls_dir, e("TLS_DIR")) or "",
+        tls_server_name=_pick(a.tls_server_name, e("TLS_SERVER_NAME"), "splitserve-worker"),
     )
     _validate(cfg)
     return cfg

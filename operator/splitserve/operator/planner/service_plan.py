@@ -23,6 +23,7 @@ from splitserve.operator.planner.config import (
 from splitserve.operator.planner.pods import (
     LISTEN_ALL,
     ROUTER_CONTAINER,
+    TLS_DIR,
     WRITABLE_ENV,
     container_security,
     field_env,
@@ -138,9 +139,12 @@ def _router_service(owner: dict[str, Any], name: str, spec: SplitServiceSpec) ->
 def router_args(spec: SplitServiceSpec) -> list[str]:
     """The router's command line; the model, the pool Services and the routing options come
     from the config document, the namespace from the pod (POD_NAMESPACE)."""
-    return ["router", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", LISTEN_ALL,
+    args = ["router", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", LISTEN_ALL,
             "--port", str(spec.router.port), "--discovery", "endpointslices",
             "--drain-timeout", str(ROUTER_DRAIN_SECONDS)]
+    if spec.kv_transfer.tls_secret_name:
+        args += ["--tls-dir", TLS_DIR]  # the workers require the certificate (mTLS)
+    return args
 
 
 def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
@@ -153,6 +157,13 @@ def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
     model_volume, init, model_mount = model_parts(spec.model, spec.image,
                                                   spec.image_pull_policy.value)
     tmp_volume, tmp_mount = writable_tmp()
+    volumes = [model_volume, {"name": "config", "configMap": {"name": naming.config_name(name)}},
+               tmp_volume]
+    mounts = [model_mount, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+              tmp_mount]
+    if spec.kv_transfer.tls_secret_name:
+        volumes.append({"name": "tls", "secret": {"secretName": spec.kv_transfer.tls_secret_name}})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     container: dict[str, Any] = {
         "name": ROUTER_CONTAINER,
         "image": spec.image,
@@ -167,9 +178,7 @@ def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
             **WRITABLE_ENV,
         }),
         "resources": resources,
-        "volumeMounts": [model_mount,
-                         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         tmp_mount],
+        "volumeMounts": mounts,
         "securityContext": container_security(),
         **probes("http", ROUTER_DRAIN_SECONDS),
     }
@@ -195,11 +204,7 @@ def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
                     "automountServiceAccountToken": True,
                     "containers": [container],
                     "initContainers": init,
-                    "volumes": [
-                        model_volume,
-                        {"name": "config", "configMap": {"name": naming.config_name(name)}},
-                        tmp_volume,
-                    ],
+                    "volumes": volumes,
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": ROUTER_DRAIN_SECONDS + 15,
                     "enableServiceLinks": False,
