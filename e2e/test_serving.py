@@ -157,6 +157,11 @@ def served(cluster: Any, pytestconfig: pytest.Config,
         wait_for("the router to discover both pools through the ClusterIP",
                  router_sees_both_pools, 120, 0.5)
         yield served
+        # deleted while its operator runs, so the finalizers are released and every child goes
+        kubectl(kubeconfig, "delete", "splitservice", NAME, "-n", namespace, "--wait=false")
+        wait_for("the SplitService and its pools to be deleted", lambda: not kubectl(
+            kubeconfig, "get", "splitservices,splitpools", "-n", namespace, "-o", "name",
+            check=False).stdout.strip(), 120, 1.0)
     finally:
         operator.stop()
         kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false", check=False)
