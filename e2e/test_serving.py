@@ -5,7 +5,8 @@ brings its pods up and `kubectl get splitservices` shows it Ready with its endpo
 official `openai` client talks to the router Service's ClusterIP (kube-proxy routes it from
 this machine, the cluster's only node); the KV cache crosses pods over gRPC (the prefill pod's
 transfer counters, read from its /metrics); answers equal a colocated engine's, token for
-token. The operator runs out of cluster, watching the test's namespace only.
+token. The operator runs out of cluster as its own ServiceAccount with the shipped RBAC,
+watching the test's namespace only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from audit_log import operator_identity
 from dataplane_lib import (
     ENGINE,
     MAX_CONTEXT,
@@ -32,7 +34,14 @@ from dataplane_lib import (
     tiny_model_dir,
 )
 from openai import OpenAI
-from operator_lib import OperatorProcess, condition, install_crds, kubectl, wait_for
+from operator_lib import (
+    OperatorProcess,
+    condition,
+    create_namespace,
+    install_crds,
+    kubectl,
+    wait_for,
+)
 
 from splitserve.api import metrics as names
 
@@ -118,10 +127,11 @@ def served(cluster: Any, pytestconfig: pytest.Config,
     model_dir = tiny_model_dir()
     install_crds(kubeconfig)
     namespace = f"e2e-serve-{uuid.uuid4().hex[:6]}"
-    kubectl(kubeconfig, "create", "namespace", namespace)
-    operator = OperatorProcess(kubeconfig,
-                               tmp_path_factory.mktemp("operator") / "operator.log",
-                               ("--namespace", namespace))
+    create_namespace(kubeconfig, namespace)
+    # the operator runs as its own ServiceAccount with the shipped RBAC, bound here only
+    workdir = tmp_path_factory.mktemp("operator")
+    identity, _ = operator_identity(kubeconfig, namespace, workdir)
+    operator = OperatorProcess(identity, workdir / "operator.log", ("--namespace", namespace))
     operator.start()
     try:
         applied = time.monotonic()
