@@ -198,6 +198,15 @@ def free_gpus(kubeconfig: str) -> tuple[int, list[str]]:
     return total, holders
 
 
+def node_pressure(kubeconfig: str) -> list[str]:
+    """Pressure conditions of the nodes: under disk pressure the kubelet refuses new pods and
+    garbage-collects unused images, the data-plane image among them."""
+    nodes = json.loads(kubectl(kubeconfig, "get", "nodes", "-o", "json").stdout)["items"]
+    return [f"{n['metadata']['name']}: {c['type']} ({c.get('message', '')})"
+            for n in nodes for c in n["status"].get("conditions", [])
+            if c["type"].endswith("Pressure") and c["status"] == "True"]
+
+
 def manifest(namespace: str, image: str, model_dir: str) -> dict[str, Any]:
     pool = {"replicas": REPLICAS, "resources": WORKER_RESOURCES, "drainSeconds": 5,
             "engine": ENGINE}
@@ -237,6 +246,9 @@ def suite(cluster: Any, pytestconfig: pytest.Config) -> Iterator[Suite]:
                     "on the e2e/cluster node")
     started = time.monotonic()
     kubeconfig = str(cluster.kubeconfig)
+    pressure = node_pressure(kubeconfig)
+    if pressure:
+        pytest.fail(f"the node cannot take the suite's pods: {'; '.join(pressure)}")
     install_crds(kubeconfig)
     namespace = f"e2e-suite-{uuid.uuid4().hex[:6]}"
     create_namespace(kubeconfig, namespace)
@@ -412,8 +424,7 @@ def test_5_delete_and_uninstall_leave_only_the_crds(suite: Suite) -> None:
              180, 1.0)
     assert release_objects(suite)
     helm(suite.kubeconfig, "uninstall", suite.release, "-n", suite.namespace, "--wait")
-    wait_for("every object of the release removed", lambda: not release_objects(suite),
-             120, 1.0)
-    assert suite.kubectl("get", "pods", "-o", "name").stdout.strip() == ""
+    wait_for("every object and pod of the release removed", lambda: not release_objects(suite)
+             and not suite.kubectl("get", "pods", "-o", "name").stdout.strip(), 120, 1.0)
     assert crds_exist(suite.kubeconfig)
     suite.timings["delete+uninstall"] = time.monotonic() - started
