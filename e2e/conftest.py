@@ -13,6 +13,7 @@ Environment:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import subprocess
 import time
@@ -24,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 import pytest
 from kubernetes import client, config
+from operator_lib import SESSION_LABEL, session_label
 
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPTS = REPO / "e2e" / "cluster"
@@ -116,19 +118,51 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 # Namespaces the e2e tests create; the cluster keeps its etcd data across restarts, so a run that
-# was interrupted leaves them (and the GPUs their pods hold) for the next one.
+# was interrupted leaves them (and the GPUs their pods hold) for the next one. Several test
+# sessions may share one cluster: a namespace is a leftover only when the session that labelled it
+# (SESSION_LABEL, see operator_lib.create_namespace) is gone, or, unlabelled, when it is old.
 TEST_NAMESPACE_PREFIXES = ("e2e-", "ssvc-e2e-", "ssvc-rbac-")
+UNLABELLED_LEFTOVER_AGE = datetime.timedelta(hours=3)
 
 
 def _namespace_names(core: client.CoreV1Api) -> set[str]:
     return {str(ns.metadata.name) for ns in core.list_namespace().items if ns.metadata}
 
 
+def _session_gone(value: str) -> bool:
+    pid = value.removeprefix("pid-")
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _leftovers(core: client.CoreV1Api) -> set[str]:
+    now = datetime.datetime.now(datetime.UTC)
+    found: set[str] = set()
+    for ns in core.list_namespace().items:
+        meta = ns.metadata
+        if meta is None or not str(meta.name).startswith(TEST_NAMESPACE_PREFIXES):
+            continue
+        session = (meta.labels or {}).get(SESSION_LABEL)
+        if session is not None:
+            if _session_gone(session):
+                found.add(str(meta.name))
+        elif meta.creation_timestamp and now - meta.creation_timestamp > UNLABELLED_LEFTOVER_AGE:
+            found.add(str(meta.name))
+    return found
+
+
 def _remove_leftover_test_namespaces(api: client.ApiClient) -> None:
     """Deletes them; the operator that would release its finalizers is gone, so they are
     dropped here, or the namespaces would stay Terminating."""
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    names = {n for n in _namespace_names(core) if n.startswith(TEST_NAMESPACE_PREFIXES)}
+    names = _leftovers(core)
     for name in names:
         with contextlib.suppress(client.ApiException):
             core.delete_namespace(name, grace_period_seconds=0)
@@ -182,7 +216,8 @@ def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards (its deletion is not awaited)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
-    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    cluster.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=name, labels={SESSION_LABEL: session_label()})))
     wait_for(
         f"the default ServiceAccount in {name}",
         lambda: cluster.core.read_namespaced_service_account("default", name),

@@ -74,6 +74,22 @@ def kubectl(kubeconfig: str, *args: str, stdin: str | None = None,
     return out
 
 
+# Marks a namespace with the test session (process) that made it; conftest removes the namespaces
+# of sessions that are gone (an interrupted run), never those of a session still running.
+SESSION_LABEL = "e2e.splitserve.io/session"
+
+
+def session_label() -> str:
+    return f"pid-{os.getpid()}"
+
+
+def create_namespace(kubeconfig: str, name: str) -> None:
+    doc = {"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": name, "labels": {SESSION_LABEL: session_label()}}}
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=e2e", "-f", "-",
+            stdin=json.dumps(doc))
+
+
 def install_crds(kubeconfig: str) -> None:
     """Server-side applies the generated CRDs and waits until both are Established."""
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",

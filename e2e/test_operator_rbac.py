@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from operator_lib import ROOT, OperatorProcess, install_crds, kubectl, wait_for
+from audit_log import service_account_kubeconfig
+from operator_lib import (
+    ROOT,
+    OperatorProcess,
+    create_namespace,
+    install_crds,
+    kubectl,
+    wait_for,
+)
 
 from splitserve.operator.kube import Kube, load_config
 
@@ -30,20 +37,6 @@ def test_rbac_has_no_wildcards() -> None:
                 assert "*" not in rule.get(key, []), rule
 
 
-def service_account_kubeconfig(admin: str, token: str, path: Path) -> str:
-    config = yaml.safe_load(Path(admin).read_text())
-    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
-    cluster = next(c for c in config["clusters"] if c["name"] == context["context"]["cluster"])
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster["cluster"]}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
-        "current-context": "c",
-    }))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def restricted(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[tuple[OperatorProcess, str]]:
@@ -55,7 +48,7 @@ def restricted(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory
     workdir = tmp_path_factory.mktemp("rbac")
     config = service_account_kubeconfig(kubeconfig, token, workdir / "operator.kubeconfig")
     namespace = f"ssvc-rbac-{uuid.uuid4().hex[:6]}"
-    kubectl(kubeconfig, "create", "namespace", namespace)
+    create_namespace(kubeconfig, namespace)
     operator = OperatorProcess(config, workdir / "operator.log", ("--namespace", namespace))
     operator.start()
     try:
