@@ -59,7 +59,11 @@ class ServiceGauges:
 
 
 def prompt(n: int, seed: int) -> list[int]:
-    return [(7 * seed + 3 * j) % 200 + 3 for j in range(n)]
+    """A prompt whose first token is unique to `seed` (0..190): no two prompts share a KV
+    block, so no prefix cache hit makes the prompt tokens computed differ from those sent."""
+    if not 0 <= seed <= 190:
+        raise ValueError(f"seed={seed}: expected 0..190")
+    return [3 + seed] + [(11 * seed + 3 * j) % 200 + 3 for j in range(1, n)]
 
 
 @dataclass
@@ -144,19 +148,22 @@ def _expired_reservation(decode: str, seed: int, wait: Callable[[str, Callable[[
 
 def send(load: Load, router_url: str, prefill: str, decode: str, seed: int,
          wait: Callable[[str, Callable[[], Any]], Any]) -> None:
-    """Sends `load` (gRPC addresses for the direct worker calls) and checks each answer."""
+    """Sends `load` (gRPC addresses for the direct worker calls) and checks each answer;
+    prompts use seeds `seed` to `seed + 39`, up to ten of each kind."""
+    if max(load.disaggregated, load.local, load.refused_pushes, load.expired) > 10:
+        raise ValueError("at most ten requests of each kind per round")
     client = OpenAI(base_url=router_url + "/v1", api_key="unused", max_retries=0, timeout=60)
     jobs = [prompt(LONG_PROMPT, seed + i) for i in range(load.disaggregated)]
-    jobs += [prompt(SHORT_PROMPT, seed + 100 + i) for i in range(load.local)]
+    jobs += [prompt(SHORT_PROMPT, seed + 10 + i) for i in range(load.local)]
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda p: _stream(client, p), jobs))
     assert got == [MAX_TOKENS] * len(jobs), got
     for _ in range(load.unknown_model):
         _unknown_model(client)
     for i in range(load.refused_pushes):
-        _refused_push(prefill, decode, seed + 200 + i)
+        _refused_push(prefill, decode, seed + 20 + i)
     for i in range(load.expired):
-        _expired_reservation(decode, seed + 300 + i, wait)
+        _expired_reservation(decode, seed + 30 + i, wait)
 
 
 def now() -> float:

@@ -1,7 +1,7 @@
 """The Grafana dashboards and docs/metrics.md: generated from the metric names module, committed
 copies match, and every query names only metrics the module defines.
 
-Running every query against a real Prometheus is e2e/prometheus/test_dashboards.py.
+Running every query against a real Prometheus is e2e/prometheus/test_dashboard_queries.py.
 """
 
 from __future__ import annotations
