@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from splitserve.api import metrics as m
+from splitserve.observability.dashboards import all_dashboards
 
 # constant name in splitserve.api.metrics -> the components that emit it (checked by a test
 # against the source: each listed component's package refers to the constant)
@@ -70,6 +71,17 @@ suffix; histograms as `_bucket`, `_count` and `_sum`. The Grafana dashboards in
 """
 
 
+DASHBOARDS = """\
+## Grafana dashboards
+
+The chart ships every file of `charts/splitserve/dashboards/` as a ConfigMap for Grafana's
+dashboard sidecar; the files also import by hand (Dashboards → New → Import). Each has the
+variables `datasource` (a Prometheus that scrapes the operator, routers and workers),
+`namespace` and `service`, so one dashboard serves every SplitService. Latency panels draw the
+API's default SLO targets as threshold lines.
+"""
+
+
 def constants() -> dict[str, m.Metric]:
     return {k: v for k, v in vars(m).items() if isinstance(v, m.Metric)}
 
@@ -96,4 +108,9 @@ def render() -> str:
     lines += ["", "## Histogram buckets (seconds)", ""]
     for metric in (x for x in constants().values() if x.kind == "histogram"):
         lines.append(f"- `{metric.name}`: {', '.join(f'{b:g}' for b in metric.buckets)}")
+    lines += ["", DASHBOARDS, "| file | dashboard | panels |", "| --- | --- | --- |"]
+    for name, board in all_dashboards().items():
+        panels = "; ".join(p.title for p in board.panels)
+        lines.append(f"| `{name}` | {board.title.split(' / ')[-1]}: {board.description} | "
+                     f"{panels} |")
     return "\n".join(lines) + "\n"
