@@ -240,6 +240,8 @@ def primed_series(world: World) -> list[str]:
         f"splitserve_prompt_tokens_total{s(role='decode')}",
         f"splitserve_generation_tokens_total{s(role='prefill')}",
         f"splitserve_generation_tokens_total{s(role='decode')}",
+        f"splitserve_engine_steps_total{s(role='prefill', phase='prefill')}",
+        f"splitserve_engine_steps_total{s(role='decode', phase='decode')}",
         f"splitserve_kv_transfer_bytes_total{s(direction='sent')}",
         f"splitserve_kv_transfer_bytes_total{s(direction='received')}",
         f"splitserve_kv_transfer_seconds_count{s()}",
@@ -413,6 +415,15 @@ def check(title: str, legend: str, result: Series, e: Expect, at: float) -> None
         got = e.count(result, "role")
         near(got[("prefill",)], L.disaggregated + L.refused_pushes, "first tokens on prefill")
         near(got[("decode",)], sent_tokens, "tokens decoded")
+    elif title == "Engine steps per second":
+        got = e.count(result, "role", "phase")
+        # every request decodes MAX_TOKENS - 1 tokens after its first, batched or not
+        decode_steps = sum(v for (role, phase), v in got.items()
+                           if role == "decode" and phase in ("decode", "mixed"))
+        assert decode_steps * (1 + TOLERANCE) >= MAX_TOKENS - 1, got
+        assert decode_steps <= (sent_tokens + L.local) * (1 + TOLERANCE), got
+        assert 0 < got.get(("prefill", "prefill"), 0) <= (L.disaggregated + L.refused_pushes) * (
+            1 + TOLERANCE), got
     elif title == "Throughput":
         got = e.count(result, "direction")
         assert got[("sent",)] > 0 and got[("received",)] > 0, got

@@ -121,6 +121,11 @@ def pools() -> Dashboard:
         "Output tokens per second", "Output tokens sampled, by pool (prefill samples each "
         "request's first token).",
         (Target(f"sum by (role) ({rate(m.GENERATION_TOKENS, workers)})", "{{role}}"),), "short")
+    engine_steps = Panel(
+        "Engine steps per second", "Engine steps that scheduled work, by pool and phase "
+        "(prefill, decode, or mixed: decodes and a prefill chunk in one batch).",
+        (Target(f"sum by (role, phase) ({rate(m.ENGINE_STEPS, workers)})",
+                "{{role}} {{phase}}"),), "ops")
     return Dashboard(
         "splitserve-pools", "splitserve / Pools",
         "Prefill and decode pools of one SplitService: replicas, queues, KV cache, tokens.",
@@ -133,7 +138,7 @@ def pools() -> Dashboard:
                                    "Prompt tokens waiting for prefill."))),
             Row("KV cache", (kv_usage, by_role(m.KV_BLOCKS_TOTAL, "KV cache blocks",
                                                "KV blocks in the pool (all replicas)."))),
-            Row("Tokens", (prompt_rate, output_rate)),
+            Row("Tokens", (prompt_rate, output_rate, engine_steps)),
         ))
 
 

@@ -18,7 +18,7 @@ EMITTERS: dict[str, tuple[str, ...]] = {
     "KV_BLOCKS_TOTAL": ("worker",),
     "PROMPT_TOKENS": ("worker",),
     "GENERATION_TOKENS": ("worker",),
-    "ENGINE_STEPS": (),
+    "ENGINE_STEPS": ("worker",),
     "KV_TRANSFER_BYTES": ("worker",),
     "KV_TRANSFER_SECONDS": ("worker",),
     "KV_TRANSFER_FAILURES": ("worker",),
