@@ -168,6 +168,7 @@ def world(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
                                     "--resync-seconds", "3"))
         operator.start()
         stack.callback(operator.stop)
+        stack.callback(delete_service, kubeconfig, kube, namespace)  # while the operator runs
         local = LocalStack(parse_spec(local_spec(namespace)), router_port=0,
                            log_dir=tmp_path_factory.mktemp("stack"), ready_timeout_s=300)
         local.start()
@@ -181,6 +182,15 @@ def world(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         prom = PrometheusServer(install(), tmp_path_factory.mktemp("prometheus"), targets)
         stack.callback(prom.stop)
         yield World(kube, kubeconfig, namespace, local, operator, gauges, prom)
+
+
+def delete_service(kubeconfig: str, kube: Kube, namespace: str) -> None:
+    """Deletes the SplitService and waits until its finalizers are released (by the operator,
+    still running), so the namespace can go."""
+    kubectl(kubeconfig, "delete", "splitservice", SERVICE, "-n", namespace, "--wait=false",
+            check=False)
+    wait_for(lambda: kube.get("SplitService", namespace, SERVICE) is None and not
+             kube.list("SplitPool", namespace), 60, "the SplitService and its pools to go")
 
 
 # ---- Prometheus ---------------------------------------------------------------------------------
