@@ -5,13 +5,15 @@ has), which is the point: this measures the operator and the API server, not the
 
 Figures: time until every service converged (every child exists, status.observedGeneration ==
 generation, conditions say why pods wait), p50/p99 time from apply to all children created,
-the operator's peak RSS, API writes (counted by the API server) per reconcile (counted from the
-operator's log), and writes per minute in the steady state after convergence.
+the operator's peak RSS, API writes per reconcile (writes from the API server's audit log, by the
+operator's own ServiceAccount; reconciles from the operator's log), and writes per minute in the
+steady state after convergence. The operator watches only the bench's namespace, with the shipped
+RBAC bound there, so other users of the cluster neither disturb nor inflate the figures.
 
     PYTHONPATH=operator:worker:e2e python bench/operator_scale.py --kubeconfig PATH \
-        [--services 200]
+        [--services 200] [--gpus 1]
 
-(`e2e` on the path for the shared helpers: the operator process, kubectl, API write counts.)
+(`e2e` on the path for the shared helpers: the operator process, kubectl, the audit log.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any
 
 import psutil
 import yaml
-from operator_lib import OperatorProcess, kubectl, operator_kind_writes
+from audit_log import AuditLog, operator_identity, wait_quiet
+from operator_lib import OperatorProcess, create_namespace, kubectl
 
 from splitserve.operator.kube import Kube, load_config
 
@@ -39,7 +42,7 @@ EXPECTED = {"SplitPool": 2, "Deployment": 3, "Service": 3, "ConfigMap": 1,
             "PodDisruptionBudget": 3, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1}
 
 
-def service(name: str, namespace: str) -> dict[str, Any]:
+def service(name: str, namespace: str, gpus: int) -> dict[str, Any]:
     tiny = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
     return {
         "apiVersion": "splitserve.io/v1alpha1", "kind": "SplitService",
@@ -47,8 +50,8 @@ def service(name: str, namespace: str) -> dict[str, Any]:
         "spec": {
             "model": {"name": "tiny", "source": {"hostPath": "/nonexistent-bench-model"}},
             "image": "docker.io/library/splitserve-standin:e2e", "imagePullPolicy": "Never",
-            "prefill": {"replicas": 1, "resources": {"gpus": 1, **tiny}},
-            "decode": {"replicas": 1, "resources": {"gpus": 1, **tiny}},
+            "prefill": {"replicas": 1, "resources": {"gpus": gpus, **tiny}},
+            "decode": {"replicas": 1, "resources": {"gpus": gpus, **tiny}},
             # routers ask for more CPU than the node has, so they wait too (a capacity reason)
             "router": {"replicas": 1, "resources": {"requests": {"cpu": "64", "memory": "16Mi"}}},
         },
@@ -88,23 +91,36 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steady-window", type=float, default=60)
     parser.add_argument("--quiet", type=float, default=20,
                         help="seconds without writes that start the steady-state window")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="GPUs per worker pod (more than the node has: no pod schedules)")
+    parser.add_argument("--verbose", action="store_true", help="the operator logs at DEBUG")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/operator_scale.json")
     args = parser.parse_args(argv)
 
     kube = Kube(load_config(args.kubeconfig))
+    audit = AuditLog()
+    if not audit.available():
+        raise SystemExit(f"no audit log at {audit.path}: run against e2e/cluster (up.sh)")
     kubectl(args.kubeconfig, "apply", "--server-side", "--force-conflicts", "-f",
             str(ROOT / "manifests/crds"))
-    namespace = f"scale-{uuid.uuid4().hex[:6]}"
-    kubectl(args.kubeconfig, "create", "namespace", namespace)
+    namespace = f"e2e-scale-{uuid.uuid4().hex[:6]}"
+    create_namespace(args.kubeconfig, namespace)
     workdir = Path(tempfile.mkdtemp(prefix="operator-scale-"))
-    operator = OperatorProcess(args.kubeconfig, workdir / "operator.log")
+    identity, user = operator_identity(args.kubeconfig, namespace, workdir)
+    operator = OperatorProcess(identity, workdir / "operator.log",
+                               ("--namespace", namespace, *(["--verbose"] if args.verbose else [])))
     operator.start()
     names = [f"svc-{i:03d}" for i in range(args.services)]
     peak = 0.0
+
+    def alive() -> None:
+        if not operator.alive():
+            raise SystemExit(f"operator exited:\n{operator.log()}")
+
     try:
-        writes_before = operator_kind_writes(kube)
-        docs = "---\n".join(yaml.safe_dump(service(n, namespace)) for n in names)
+        docs = "---\n".join(yaml.safe_dump(service(n, namespace, args.gpus)) for n in names)
         (workdir / "services.yaml").write_text(docs)
+        started = audit.flush(args.kubeconfig, namespace)
         t0 = time.monotonic()
         kubectl(args.kubeconfig, "apply", "--server-side", "-f", str(workdir / "services.yaml"))
         applied = time.monotonic() - t0
@@ -126,32 +142,28 @@ def main(argv: list[str]) -> int:
                 if len(done) == len(names):
                     converged_at = now
                     break
-            if not operator.alive():
-                raise SystemExit(f"operator exited:\n{operator.log()}")
+            alive()
             time.sleep(1)
         if converged_at is None:
             raise SystemExit(f"not converged within {args.timeout}s "
                              f"({len(created_at)}/{len(names)} with all children)")
-        converge_writes = operator_kind_writes(kube) - writes_before
+        converged = audit.flush(args.kubeconfig, namespace)
+        converge_writes = len(audit.writes(since=started, until=converged, user=user))
         reconciles = operator.log_path.read_text().count("reconciled SplitService")
         # converged services may still report pods progressing; the steady state starts once
-        # the API server has seen no write on the operator's kinds for a whole quiet period
-        settle_deadline = time.monotonic() + args.timeout
-        last, quiet_since = operator_kind_writes(kube), time.monotonic()
-        while time.monotonic() - quiet_since < args.quiet:
-            if time.monotonic() > settle_deadline:
-                raise SystemExit("writes never stopped after convergence")
-            time.sleep(2)
-            now_writes = operator_kind_writes(kube)
-            if now_writes != last:
-                last, quiet_since = now_writes, time.monotonic()
+        # the operator has written nothing for a whole quiet period
+        steady_from = wait_quiet(audit, user, args.quiet, args.timeout, alive)
         settled = time.monotonic() - t0
-        steady_start = operator_kind_writes(kube)
         s0 = time.monotonic()
         while time.monotonic() - s0 < args.steady_window:
             peak = max(peak, rss_mb(operator.pid))
-            time.sleep(2)
-        steady = operator_kind_writes(kube) - steady_start
+            alive()
+            time.sleep(2)  # sampling period of a fixed measurement window
+        steady_to = audit.flush(args.kubeconfig, namespace)
+        steady_writes = audit.writes(since=steady_from, until=steady_to, user=user)
+        steady = len(steady_writes)
+        for write in steady_writes[:20]:
+            print("steady-state write:", write.describe(), file=sys.stderr)
         reasons: dict[str, int] = {}
         for svc in kube.list("SplitService", namespace):
             for cond in svc["status"]["conditions"]:
@@ -171,6 +183,10 @@ def main(argv: list[str]) -> int:
             "api_writes_per_reconcile": round(converge_writes / max(1, reconciles), 2),
             "steady_state_writes_per_min": round(steady * 60 / args.steady_window, 2),
             "ready_reasons": reasons,
+            "gpus_per_worker_pod": args.gpus,
+            "writes_counted_by": "the API server's audit log, user " + user,
+            "command": "PYTHONPATH=operator:worker:e2e python bench/operator_scale.py "
+                       f"--kubeconfig KUBECONFIG --services {args.services} --gpus {args.gpus}",
         }
         print(json.dumps(result, indent=2))
         args.out.parent.mkdir(parents=True, exist_ok=True)

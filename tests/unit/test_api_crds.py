@@ -23,12 +23,23 @@ def test_committed_crds_match_the_models() -> None:
             assert path.read_text() == text, f"{path} is stale: run `splitserve crds`"
 
 
-def test_check_mode_reports_drift(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder", crdgen.OUTPUT_DIRS)
+def test_check_mode_reports_drift_of_either_copy(tmp_path: Path, folder: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert crdgen.main(["--root", str(tmp_path)]) == 0
     assert crdgen.main(["--root", str(tmp_path), "--check"]) == 0
-    stale = tmp_path / "manifests/crds/splitserve.io_splitpools.yaml"
+    stale = tmp_path / folder / "splitserve.io_splitpools.yaml"
     stale.write_text(stale.read_text().replace("Workers passing readiness", "changed"))
+    capsys.readouterr()
     assert crdgen.main(["--root", str(tmp_path), "--check"]) == 1
+    assert str(stale) in capsys.readouterr().err
+
+
+def test_chart_and_manifests_hold_the_same_crds() -> None:
+    assert set(crdgen.OUTPUT_DIRS) == {"manifests/crds", "charts/splitserve/crds"}
+    for name in crdgen.all_crds():
+        assert (ROOT / "manifests/crds" / name).read_text() == \
+            (ROOT / "charts/splitserve/crds" / name).read_text(), name
 
 
 def _schema(crd: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("splitserve.operator.main", "run the Kubernetes operator"),
     "profile": ("splitserve.autoscaler.profile", "measure a pool's capacity profile"),
     "crds": ("splitserve.api.crdgen", "write the CRD YAML generated from the API models"),
-    "dashboards": ("splitserve.observability.generate",
-                   "write the Grafana dashboards and docs/metrics.md from the metric names"),
+    "generate": ("splitserve.operator.generate",
+                 "write every generated file (CRDs, operator RBAC, API reference)"),
     "make-model": ("splitserve.engine.tiny_model", "write a deterministic tiny checkpoint"),
 }
 

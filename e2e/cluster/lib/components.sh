@@ -54,7 +54,32 @@ start_etcd() {
   wait_until 60 "etcd" curl -fsS "$client/health"
 }
 
+# The audit log records every write (who, verb, object; no bodies) so tests can count what one
+# client wrote. Leases, and the events of the node and the cluster's own components (written every
+# few seconds), are left out; events posted by anyone else are kept.
+write_audit_policy() {
+  cat >"$SS_STATE/audit-policy.yaml" <<'YAML'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  resources:
+  - {group: coordination.k8s.io, resources: [leases]}
+- level: None
+  users: [system:kube-scheduler, system:kube-controller-manager, system:kube-proxy]
+  userGroups: [system:nodes, "system:serviceaccounts:kube-system"]
+  resources:
+  - {group: "", resources: [events]}
+  - {group: events.k8s.io, resources: [events]}
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+YAML
+}
+
 start_apiserver() {
+  write_audit_policy
   start_daemon kube-apiserver "$SS_K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$SS_ETCD_CLIENT_PORT" \
     --bind-address "$SS_NODE_IP" --advertise-address "$SS_NODE_IP" --secure-port "$SS_API_PORT" \
@@ -68,6 +93,15 @@ start_apiserver() {
     --service-account-issuer "https://kubernetes.default.svc.$SS_CLUSTER_DOMAIN" \
     --service-account-key-file "$SS_PKI/sa.pub" \
     --service-account-signing-key-file "$SS_PKI/sa.key" \
+    --requestheader-client-ca-file "$SS_PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$SS_PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$SS_PKI/front-proxy-client.key" --enable-aggregator-routing \
+    --audit-policy-file "$SS_STATE/audit-policy.yaml" --audit-log-path "$SS_LOGS/audit.log" \
+    --audit-log-format json --audit-log-maxsize 200 --audit-log-maxbackup 2 \
+    --audit-log-mode batch --audit-log-batch-max-wait 1s \
     --allow-privileged --profiling=false --v 1
   wait_until 120 "the API server" kubectl_admin get --raw /readyz
 }

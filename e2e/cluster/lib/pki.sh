@@ -1,13 +1,14 @@
 # Certificates and kubeconfigs of the local cluster (one CA, one client certificate per component).
 # shellcheck shell=bash
 
-# issue_cert NAME SUBJECT EXTENSIONS: an EC key and a certificate signed by the cluster CA.
+# issue_cert NAME SUBJECT EXTENSIONS [CA]: an EC key and a certificate signed by CA (default: the
+# cluster CA, `ca`).
 issue_cert() {
-  local name=$1 subject=$2 ext=$3
+  local name=$1 subject=$2 ext=$3 ca=${4:-ca}
   [[ -f $SS_PKI/$name.crt ]] && return 0
   openssl ecparam -name prime256v1 -genkey -noout -out "$SS_PKI/$name.key" 2>/dev/null
   openssl req -new -key "$SS_PKI/$name.key" -subj "$subject" -out "$SS_PKI/$name.csr"
-  openssl x509 -req -in "$SS_PKI/$name.csr" -CA "$SS_PKI/ca.crt" -CAkey "$SS_PKI/ca.key" \
+  openssl x509 -req -in "$SS_PKI/$name.csr" -CA "$SS_PKI/$ca.crt" -CAkey "$SS_PKI/$ca.key" \
     -CAcreateserial -days 30 -sha256 -out "$SS_PKI/$name.crt" -extfile <(printf '%s\n' "$ext") 2>/dev/null
   rm -f "$SS_PKI/$name.csr"
 }
@@ -16,14 +17,23 @@ client_ext='basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth'
 
+# make_ca NAME CN: a self-signed EC certificate authority.
+make_ca() {
+  local name=$1 cn=$2
+  [[ -f $SS_PKI/$name.crt ]] && return 0
+  openssl ecparam -name prime256v1 -genkey -noout -out "$SS_PKI/$name.key" 2>/dev/null
+  openssl req -x509 -new -key "$SS_PKI/$name.key" -subj "/CN=$cn" -days 30 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$SS_PKI/$name.crt"
+}
+
 make_pki() {
   mkdir -p "$SS_PKI"; chmod 700 "$SS_PKI"
-  if [[ ! -f $SS_PKI/ca.crt ]]; then
-    openssl ecparam -name prime256v1 -genkey -noout -out "$SS_PKI/ca.key" 2>/dev/null
-    openssl req -x509 -new -key "$SS_PKI/ca.key" -subj "/CN=splitserve-local-ca" -days 30 -sha256 \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-      -out "$SS_PKI/ca.crt"
-  fi
+  make_ca ca splitserve-local-ca
+  # the aggregation layer: the API server proxies to extension API servers (metrics-server) as
+  # front-proxy-client, whose certificate only the separate front-proxy CA signs
+  make_ca front-proxy-ca splitserve-front-proxy-ca
+  issue_cert front-proxy-client "/CN=front-proxy-client" "$client_ext" front-proxy-ca
   local d=$SS_CLUSTER_DOMAIN
   issue_cert apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment

@@ -63,7 +63,7 @@ LABELS = {
 INTRO = """\
 # Metrics reference
 
-Generated from `operator/splitserve/api/metrics.py` by `splitserve dashboards`; a test fails
+Generated from `operator/splitserve/api/metrics.py` by `splitserve generate`; a test fails
 when this file and the module disagree. Every metric carries the labels `namespace`, `service`,
 `pool` and `role`; the table lists the extra labels. Counters are exported with the `_total`
 suffix; histograms as `_bucket`, `_count` and `_sum`. The Grafana dashboards in
