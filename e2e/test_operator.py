@@ -265,10 +265,31 @@ def operator_alive(env: Env) -> None:
     assert env.operator.alive(), env.operator.log()
 
 
+def autoscaled(env: Env) -> dict[str, Any]:
+    """A service with the built-in autoscaler on, deciding every 5 s against a Prometheus
+    address nothing listens on (no metrics: it holds both pools), on CPU-only pools."""
+    cpu = {"resources": {"gpus": 0, **SMALL}}
+    return manifest(env, "auto", prefill=cpu, decode=cpu, autoscaling={
+        "enabled": True, "prometheusUrl": "http://127.0.0.1:9", "intervalSeconds": 5})
+
+
+def autoscaler_holding(env: Env) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        cond = condition(get(env, "SplitService", "auto"), "ScalingActive")
+        return cond if cond.get("reason") == "NoMetrics" else None
+
+    return wait_for("the autoscaler's first decision on auto", probe, timeout=60)
+
+
 def test_steady_state_writes_nothing(env: Env) -> None:
     """Zero writes by the operator over 60 s once converged, counted by the API server: its
-    audit log on the local cluster, else (another cluster) its request counters."""
+    audit log on the local cluster, else (another cluster) its request counters. A second
+    service has the built-in autoscaler on: it decides every 5 s and writes nothing either."""
+    apply(env, autoscaled(env))
     ready(env, "basic", timeout=300)
+    ready(env, "auto", timeout=300)
+    active = autoscaler_holding(env)
+    assert active["status"] == "False"
     audit = AuditLog()
     window = 60.0
     if audit.available():
@@ -283,6 +304,7 @@ def test_steady_state_writes_nothing(env: Env) -> None:
         writes = audit.writes(since=start, until=end, user=env.user)
         print(f"steady_state_writes_per_min={len(writes) * 60 / window:.1f}")
         assert not writes, "\n".join(w.describe() for w in writes) + env.operator.log()
+        autoscaler_unchanged(env, active)
         return
     before = operator_kind_writes(env.kube)
     t0 = time.monotonic()
@@ -292,6 +314,15 @@ def test_steady_state_writes_nothing(env: Env) -> None:
     count = operator_kind_writes(env.kube) - before
     print(f"steady_state_writes_per_min={count * 60 / window:.1f}")
     assert count == 0, env.operator.log()
+    autoscaler_unchanged(env, active)
+
+
+def autoscaler_unchanged(env: Env, active: dict[str, Any]) -> None:
+    """The autoscaled service kept its condition and its replicas; then it is removed."""
+    assert condition(get(env, "SplitService", "auto"), "ScalingActive") == active
+    pools = [get(env, "SplitPool", f"auto-{role}") for role in ("prefill", "decode")]
+    assert [p and p["spec"]["replicas"] for p in pools] == [1, 1]
+    env.kube.delete("SplitService", env.namespace, "auto")
 
 
 def test_insufficient_gpu_is_degraded_with_event(env: Env) -> None:

@@ -89,3 +89,19 @@ def test_operator_reconciles_with_least_privilege(kubeconfig: str,
     assert "is forbidden: user" not in log.lower(), log[-3000:]
     assert operator.alive()
     kube.close()
+
+
+def test_rbac_allows_what_the_autoscaler_does(kubeconfig: str,
+                                             restricted: tuple[OperatorProcess, str]) -> None:
+    """The built-in autoscaler reads profiles and pods, writes replicas through the scale
+    subresource only, records status and posts events."""
+    _, namespace = restricted
+    kubectl(kubeconfig, "apply", "-f", str(RBAC))  # the cluster is shared: this tree's version
+    who = "system:serviceaccount:splitserve-system:splitserve-operator"
+    allowed = [("patch", "splitpools.splitserve.io", "scale"), ("get", "configmaps", ""),
+               ("list", "pods", ""), ("create", "events", ""),
+               ("patch", "splitservices.splitserve.io", "status")]
+    for verb, resource, sub in allowed:
+        args = ["auth", "can-i", verb, resource, "-n", namespace, "--as", who]
+        out = kubectl(kubeconfig, *args, *(["--subresource", sub] if sub else []), check=False)
+        assert out.stdout.strip() == "yes", (verb, resource, sub, out.stdout, out.stderr)

@@ -14,7 +14,9 @@ require_root
 exec 9>"$SS_STATE/.lock"
 flock -w 600 9 || die "another up.sh or down.sh holds $SS_STATE/.lock"
 
-# Node side first so nothing restarts pods: the kubelet, then every pod through the CRI.
+# The extension API server, then the node side so nothing restarts pods: the kubelet, then every
+# pod through the CRI.
+stop_daemon metrics-server
 stop_daemon gpu-advertiser
 stop_daemon kubelet
 if daemon_running containerd; then

@@ -13,7 +13,7 @@ SS_LIB=$(cd "$(dirname "$0")/lib" && pwd)
 SS_BUILD_DIR=$(cd "$(dirname "$0")/build" && pwd)
 # shellcheck source=lib/config.sh
 source "$SS_LIB/config.sh"
-for part in util install images network pki components; do
+for part in util install images network pki components metrics; do
   # shellcheck disable=SC1090
   source "$SS_LIB/$part.sh"
 done
@@ -57,6 +57,7 @@ start_proxy
 start_dns
 advertise_gpus
 wait_until 180 "node $SS_NODE_NAME to be Ready" node_ready
+start_metrics_server
 wait_until 60 "the default ServiceAccount" kubectl_admin -n default get serviceaccount default
 
 log "cluster up after $((SECONDS - t0))s: $("$SS_K8S_BIN/kubectl" version --client -o yaml | awk '/gitVersion/ {print $2; exit}'), node $SS_NODE_NAME Ready with nvidia.com/gpu=$SS_GPU_COUNT"

@@ -46,14 +46,17 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, every: float = 0
 
 class PrometheusServer:
     def __init__(self, binary: Path, workdir: Path, targets: list[str],
-                 scrape_interval: str = "1s") -> None:
+                 scrape_interval: str = "1s",
+                 jobs: list[dict[str, object]] | None = None) -> None:
+        """Scrapes `targets` keeping their labels; `jobs` replaces that with scrape configs
+        of one's own."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
         config.write_text(json.dumps({  # JSON is YAML
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": "splitserve-workers", "honor_labels": True,
-                                "static_configs": [{"targets": targets}]}],
+            "scrape_configs": jobs or [{"job_name": "splitserve-workers", "honor_labels": True,
+                                        "static_configs": [{"targets": targets}]}],
         }))
         self.log = (workdir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(

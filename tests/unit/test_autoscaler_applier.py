@@ -21,6 +21,7 @@ from splitserve.autoscaler.applier import (
     conditions,
     decision_records,
     event,
+    pool_bounds,
     pool_state,
     scale_patch,
     unschedulable,
@@ -219,10 +220,15 @@ def test_apply_writes_replicas_only_through_the_scale_subresource() -> None:
     assert gauges.values[up] == 1.0
 
 
-def test_apply_without_changes_writes_only_status() -> None:
+def test_apply_without_changes_writes_only_status_and_then_nothing() -> None:
     api = RecordingApi()
-    apply(api, SERVICE, POOLS, make_plan(), AT)
+    first = apply(api, SERVICE, POOLS, make_plan(), AT)
     assert api.calls == [("patch", "SplitService", "llm", "chat", "status")]
+    assert first.wrote_status
+    stored = {**SERVICE, "status": {**SERVICE["status"], **first.status}}
+    again = apply(api, stored, POOLS, make_plan(), datetime(2026, 1, 2, 3, 5, tzinfo=UTC))
+    assert api.calls == [("patch", "SplitService", "llm", "chat", "status")]
+    assert not again.wrote_status and again.status == first.status
 
 
 def test_a_failing_event_does_not_fail_the_scale() -> None:
@@ -291,3 +297,12 @@ def test_service_autoscaler_needs_both_pools() -> None:
         ServiceAutoscaler(PROF).step(
             client=RecordingApi(), prom=FixedSnapshots(), service=SERVICE,
             autoscaling=AutoscalingSpec(), pools={"prefill": splitpool("p", 1)}, pods={}, now=AT)
+
+
+def test_pool_bounds_come_from_the_service_spec() -> None:
+    svc = {"spec": {"prefill": {"minReplicas": 2, "maxReplicas": 9}, "decode": {}}}
+    assert pool_bounds(svc, "prefill") == (2, 9)
+    assert pool_bounds(svc, "decode") == (1, 16)  # the API's defaults
+    assert pool_bounds({"metadata": {}}, "prefill") is None
+    state = pool_state({"spec": {"replicas": 3}}, [], pool_bounds(svc, "prefill"))
+    assert (state.min_replicas, state.max_replicas) == (2, 9)

@@ -323,7 +323,7 @@ def test_pods_not_ready_long_after_scale_up_stop_adds() -> None:
     late = d.step(prompt=12 * PREFILL_PER)
     assert late.prefill.desired == 4
     assert late.prefill.limited == "PodsNotReady"
-    assert "3 pod(s) not ready" in late.prefill.limited_message
+    assert "3 pod(s) still not ready" in late.prefill.limited_message
 
 
 # ---- no data --------------------------------------------------------------------------------

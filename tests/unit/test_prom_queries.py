@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,17 @@ def test_client_reports_an_unreachable_server() -> None:
     client = PrometheusClient(f"http://127.0.0.1:{port}/", timeout=2.0)
     with pytest.raises(PrometheusError, match=f"127.0.0.1:{port}"):
         client.query("up")
+
+
+def test_latency_histograms_are_observed_by_the_router_alone() -> None:
+    """TTFT/TPOT quantiles summed over a service count each request once only when exactly one
+    component observes them; that component is the router."""
+    root = Path(__file__).resolve().parents[2]
+    observers = {
+        str(path.relative_to(root))
+        for path in (root / "worker" / "splitserve").rglob("*.py")
+        for metric in ("TTFT_SECONDS", "TPOT_SECONDS")
+        if f"observe(names.{metric}" in path.read_text() or f"observe({metric}" in
+        path.read_text()
+    }
+    assert observers == {"worker/splitserve/router/server.py"}

@@ -12,6 +12,10 @@
 - apiGroups: [splitserve.io]
   resources: [splitpools]
   verbs: [get, list, watch, create, update, patch, delete]
+# the built-in autoscaler writes pool replicas through the scale subresource only
+- apiGroups: [splitserve.io]
+  resources: [splitpools/scale]
+  verbs: [get, patch]
 # workers and routers
 - apiGroups: [apps]
   resources: [deployments]

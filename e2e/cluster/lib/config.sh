@@ -7,6 +7,7 @@
 : "${SS_ETCD_VERSION:=v3.6.16}"
 : "${SS_HELM_VERSION:=v3.22.0}"
 : "${SS_COREDNS_VERSION:=v1.15.0}"
+: "${SS_METRICS_SERVER_VERSION:=v0.9.0}"
 : "${SS_DEBIAN_SUITE:=bookworm}"
 SS_APT_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack buildah debootstrap openssl curl iproute2)
 
@@ -25,6 +26,7 @@ SS_K8S_BIN=$SS_BIN/kubernetes-$SS_K8S_VERSION
 SS_ETCD_BIN=$SS_BIN/etcd-$SS_ETCD_VERSION
 SS_HELM_BIN=$SS_BIN/helm-$SS_HELM_VERSION
 SS_COREDNS_BIN=$SS_BIN/coredns-$SS_COREDNS_VERSION
+SS_METRICS_SERVER_BIN=$SS_BIN/metrics-server-$SS_METRICS_SERVER_VERSION
 SS_PAUSE_BIN=$SS_BIN/pause
 SS_KUBECONFIG=$SS_STATE/admin.kubeconfig
 SS_PKI=$SS_STATE/pki
@@ -46,7 +48,8 @@ SS_CONTAINERD_SOCK=$SS_STATE/containerd/containerd.sock
 : "${SS_NODE_NAME:=splitserve-node}"
 : "${SS_GPU_COUNT:=4}"
 
-# Ports. The API server and kubelet listen on the node address; everything else on loopback.
+# Ports. The API server, the kubelet and metrics-server listen on the node address; everything
+# else on loopback.
 : "${SS_API_PORT:=6443}"
 : "${SS_KUBELET_PORT:=10250}"
 : "${SS_ETCD_CLIENT_PORT:=23790}"
@@ -58,6 +61,11 @@ SS_CONTAINERD_SOCK=$SS_STATE/containerd/containerd.sock
 : "${SS_PROXY_METRICS_PORT:=10249}"
 : "${SS_DNS_HEALTH_PORT:=18080}"
 : "${SS_DNS_READY_PORT:=18181}"
+: "${SS_METRICS_SERVER_PORT:=4443}"
+
+# metrics-server: how often it scrapes the kubelet (seconds, at least 10), and its user name.
+: "${SS_METRICS_RESOLUTION:=15}"
+SS_METRICS_SERVER_USER=system:splitserve:metrics-server
 
 SS_PAUSE_IMAGE=docker.io/splitserve/pause:1.0
 SS_BASE_IMAGE=docker.io/library/debian:$SS_DEBIAN_SUITE-slim

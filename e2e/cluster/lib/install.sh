@@ -70,6 +70,13 @@ build_coredns() {
   go_build "$SS_COREDNS_BIN" "$SS_BUILD_DIR/coredns" "" .
 }
 
+# metrics-server stamps its version into client-go's version package (as its own Makefile does).
+build_metrics_server() {
+  go_build "$SS_METRICS_SERVER_BIN" "$SS_BUILD_DIR/metrics-server" \
+    "-X k8s.io/client-go/pkg/version.gitVersion=$SS_METRICS_SERVER_VERSION -X k8s.io/client-go/pkg/version.gitTreeState=clean" \
+    sigs.k8s.io/metrics-server/cmd/metrics-server
+}
+
 build_pause() {
   go_build "$SS_PAUSE_BIN" "$SS_BUILD_DIR/pause" "" .
 }
@@ -81,4 +88,5 @@ install_all() {
   build_etcd
   build_coredns
   build_helm
+  build_metrics_server
 }

@@ -50,12 +50,17 @@ subjectAltName=IP:$SS_NODE_IP,DNS:$SS_NODE_NAME"
   issue_cert scheduler "/CN=system:kube-scheduler" "$client_ext"
   issue_cert kube-proxy "/CN=system:kube-proxy" "$client_ext"
   issue_cert coredns "/CN=system:splitserve:coredns" "$client_ext"
+  issue_cert metrics-server "/CN=$SS_METRICS_SERVER_USER" "$client_ext"
+  issue_cert metrics-server-serving "/CN=metrics-server" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$SS_NODE_IP,DNS:metrics-server.kube-system.svc,DNS:metrics-server.kube-system.svc.$d"
   if [[ ! -f $SS_PKI/sa.key ]]; then
     openssl genrsa -out "$SS_PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$SS_PKI/sa.key" -pubout -out "$SS_PKI/sa.pub" 2>/dev/null
   fi
   local who
-  for who in admin kubelet controller-manager scheduler kube-proxy coredns; do
+  for who in admin kubelet controller-manager scheduler kube-proxy coredns metrics-server; do
     write_kubeconfig "$who" "$SS_STATE/$who.kubeconfig"
   done
 }

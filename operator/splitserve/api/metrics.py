@@ -53,7 +53,8 @@ class Metric:
         return self.name
 
 
-# request latency (router and workers)
+# request latency: recorded by the router alone, the one component that sees a whole request
+# (workers see only their part), so the autoscaler's quantiles count each request once
 TTFT_SECONDS = Metric(f"{PREFIX}time_to_first_token_seconds", "histogram",
                       "Time from request arrival to its first output token.",
                       buckets=TTFT_BUCKETS)

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     AS_NOT_ENABLED = "AutoscalingDisabled"
     AS_ACTIVE = "AutoscalerActive"
     AS_NO_METRICS = "NoMetrics"
+    AS_INVALID_PROFILE = "InvalidProfile"
     AS_AT_MAX = "AtMaxReplicas"
     AS_AT_MIN = "AtMinReplicas"
     AS_PENDING_PODS = "PendingPods"

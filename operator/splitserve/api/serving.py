@@ -164,6 +164,12 @@ class AutoscalingSpec(ApiModel):
     )
     pd_ratio: PdRatio = field("Bounds on the prefill/decode replica ratio.",
                               default_factory=PdRatio)
+    profile_config_map: str | None = field(
+        "ConfigMap in the service's namespace whose `profile.json` key holds the capacity "
+        "profile of one pool replica (the JSON `splitserve profile` writes). Default: the "
+        "profile built into the operator (the small model on CPU).",
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
+    )
 
     @model_validator(mode="after")
     def _url_when_enabled(self) -> AutoscalingSpec:

@@ -3,7 +3,9 @@
 The only write to a pool's replica count is a merge patch of `{"spec": {"replicas": n}}` on the
 SplitPool's `scale` subresource, and only when the plan changes it. The SplitService status gets
 the decisions (newest last, at most `MAX_DECISIONS`) and the ScalingActive / ScalingLimited
-conditions, written on the `status` subresource. Every change posts an event on the service.
+conditions, written on the `status` subresource only when they differ from the status the
+service object passed in holds (so a steady service costs no write). Every change posts an
+event on the service.
 
 `ScaleClient` is the slice of the operator's Kubernetes layer this needs (the operator's `Kube`
 satisfies it). Everything that builds objects is pure and tested on its own.
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 
 from splitserve.api import metrics as names
 from splitserve.api.names import MANAGER, ConditionType, Reason
+from splitserve.api.pool import PoolSpec
 from splitserve.api.splitservice import MAX_DECISIONS
 from splitserve.api.status import Condition, ConditionStatus, ScalingDecision
 from splitserve.autoscaler.policy import Plan, PoolDecision, PoolState
@@ -65,12 +68,27 @@ def unschedulable(pods: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
     return count, message
 
 
-def pool_state(pool: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> PoolState:
-    """The policy's view of one SplitPool object and its pods."""
+def pool_bounds(service: Mapping[str, Any], role: str) -> tuple[int, int] | None:
+    """(minReplicas, maxReplicas) of one pool from the SplitService spec (the SplitPool does
+    not carry them), with the API's defaults; None when the object has no spec."""
+    spec = service.get("spec")
+    if not isinstance(spec, Mapping):
+        return None
+    pool = spec.get(role) or {}
+    fields = PoolSpec.model_fields
+    return (int(pool.get("minReplicas", fields["min_replicas"].default)),
+            int(pool.get("maxReplicas", fields["max_replicas"].default)))
+
+
+def pool_state(pool: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
+               bounds: tuple[int, int] | None = None) -> PoolState:
+    """The policy's view of one SplitPool object and its pods; `bounds` (min, max) from the
+    service, else from the pool object (else 1 and the current count)."""
     spec, status = pool.get("spec") or {}, pool.get("status") or {}
     n, why = unschedulable(pods)
     replicas = int(spec.get("replicas", 0))
-    lo, hi = int(spec.get("minReplicas", 1)), int(spec.get("maxReplicas", max(replicas, 1)))
+    lo, hi = bounds or (int(spec.get("minReplicas", 1)),
+                        int(spec.get("maxReplicas", max(replicas, 1))))
     return PoolState(replicas=replicas, ready=int(status.get("readyReplicas", 0)),
                      min_replicas=lo, max_replicas=max(lo, hi), unschedulable=n,
                      unschedulable_reason=why)
@@ -154,7 +172,13 @@ def event(service: Mapping[str, Any], decision: PoolDecision, at: datetime) -> d
 @dataclass(frozen=True)
 class Applied:
     scaled: list[PoolDecision]
-    status: dict[str, Any]
+    status: dict[str, Any]  # the autoscaler's status fields after this plan
+    wrote_status: bool = False
+
+
+def status_changed(status: Mapping[str, Any], previous: Mapping[str, Any]) -> bool:
+    """Whether any of the autoscaler's status fields differs from what is stored."""
+    return any(status[k] != (previous.get(k) or []) for k in status)
 
 
 def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[str, str],
@@ -177,7 +201,10 @@ def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[s
         "conditions": conditions(plan, at, previous.get("conditions") or [],
                                  meta.get("generation")),
     }
-    client.patch("SplitService", ns, meta["name"], {"status": status}, subresource="status")
+    wrote = status_changed(status, previous)
+    if wrote:
+        client.patch("SplitService", ns, meta["name"], {"status": status},
+                     subresource="status")
     for d in scaled:
         try:
             client.create(event(service, d, at))
@@ -185,7 +212,7 @@ def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[s
             continue
     if gauges is not None:
         export(gauges, plan)
-    return Applied(scaled, status)
+    return Applied(scaled, status, wrote)
 
 
 # (direction, reason) of every decision that changes a pool

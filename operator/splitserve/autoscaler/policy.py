@@ -248,7 +248,7 @@ def _hold(x: PlanInputs, state: PoolState, h: PoolHistory) -> tuple[str, str] | 
     if (state.ready < state.replicas and h.last_scale_up is not None
             and x.now - h.last_scale_up > stuck_after):
         return (Reason.PODS_NOT_READY,
-                f"{state.replicas - state.ready} pod(s) not ready {x.now - h.last_scale_up:.0f}s "
+                f"{state.replicas - state.ready} pod(s) still not ready {stuck_after:.0f}s "
                 f"after the last scale-up; not adding more")
     return None
 

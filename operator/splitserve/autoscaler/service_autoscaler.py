@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from splitserve.api.serving import AutoscalingSpec
-from splitserve.autoscaler.applier import Gauges, ScaleClient, apply, pool_state
+from splitserve.autoscaler.applier import Gauges, ScaleClient, apply, pool_bounds, pool_state
 from splitserve.autoscaler.capacity import CapacityProfile
 from splitserve.autoscaler.history import POOLS, History
 from splitserve.autoscaler.policy import Plan, PlanInputs, PolicyConfig, plan
@@ -32,6 +32,13 @@ class ServiceAutoscaler:
     profile: CapacityProfile
     config: PolicyConfig = field(default_factory=PolicyConfig)
     history: History = field(default_factory=History)
+    rate_window: str = "1m"  # PromQL range of the rate() queries
+    status: dict[str, Any] = field(default_factory=dict)  # status fields of the last step
+
+    def scope(self, service: Mapping[str, Any], autoscaling: AutoscalingSpec) -> Scope:
+        meta = service["metadata"]
+        return Scope(namespace=meta["namespace"], service=meta["name"],
+                     percentile=autoscaling.percentile, rate_window=self.rate_window)
 
     def step(self, *, client: ScaleClient, prom: SnapshotSource, service: Mapping[str, Any],
              autoscaling: AutoscalingSpec, pools: Mapping[str, Mapping[str, Any]],
@@ -44,18 +51,18 @@ class ServiceAutoscaler:
             raise ValueError(f"pools: expected SplitPool objects for {missing}")
         meta = service["metadata"]
         t = now.timestamp()
-        scope = Scope(namespace=meta["namespace"], service=meta["name"],
-                      percentile=autoscaling.percentile)
+        scope = self.scope(service, autoscaling)
         try:
             snap = prom.snapshot(scope, t)
         except PrometheusError as exc:
-            log.warning("%s/%s: no metrics: %s", meta["namespace"], meta["name"], exc)
+            log.debug("%s/%s: no metrics: %s", meta["namespace"], meta["name"], exc)
             snap = MetricsSnapshot(time=t, prefill=PoolMetrics(), decode=PoolMetrics())
-        states = {p: pool_state(pools[p], pods.get(p, ())) for p in POOLS}
+        states = {p: pool_state(pools[p], pods.get(p, ()), pool_bounds(service, p))
+                  for p in POOLS}
         result = plan(PlanInputs(now=t, snapshot=snap, slo=autoscaling, profile=self.profile,
                                  prefill=states["prefill"], decode=states["decode"],
                                  history=self.history, config=self.config))
-        apply(client, service, {p: pools[p]["metadata"]["name"] for p in POOLS}, result, now,
-              gauges)
-        self.history = result.history
+        applied = apply(client, service, {p: pools[p]["metadata"]["name"] for p in POOLS},
+                        result, now, gauges)
+        self.history, self.status = result.history, applied.status
         return result

@@ -2,7 +2,10 @@
 
 - create/update/resume of a SplitService or SplitPool, and a periodic timer, reconcile it;
 - events on objects the operator owns (a deleted or edited child) reconcile their SplitService
-  (and, for pool Deployments, their SplitPool), so drift is repaired within seconds.
+  (and, for pool Deployments, their SplitPool), so drift is repaired within seconds;
+- a timer runs the built-in autoscaler of every service with `autoscaling.enabled`
+  (`splitserve.operator.autoscaling`); it writes under the same per-service lock as the
+  reconcile, whose status carries the autoscaler's latest conditions.
 Status is patched on the `/status` subresource inside the object's lock and only when it
 changed; kopf keeps its own progress in
 annotations (the schema prunes unknown status fields) and posts no events of its own.
@@ -21,7 +24,7 @@ import kopf
 
 from splitserve.api.base import GROUP, VERSION
 from splitserve.api.names import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGER, Role
-from splitserve.operator import events
+from splitserve.operator import autoscaling, events
 from splitserve.operator.kube import Kube, KubeError, load_config
 from splitserve.operator.planner import naming
 from splitserve.operator.reconcile import (
@@ -109,6 +112,7 @@ async def _reconcile_service(rt: Runtime, obj: dict[str, Any],
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"]):
         outcome = await asyncio.to_thread(reconcile_service, rt.kube, obj, rt.templates)
+        outcome.status = autoscaling.reconciled_status(rt, obj, outcome.status)
         changes = status_patch(outcome.status, obj.get("status"), AUTOSCALER_FIELDS)
         notes = list(outcome.notes)
         note = degraded_note(obj.get("status"), outcome.status)
@@ -160,8 +164,15 @@ async def _reconcile_pool(rt: Runtime, obj: dict[str, Any], patch: kopf.Patch | 
         return
     started, writes = time.monotonic(), dict(rt.kube.writes)
     async with rt.lock(meta["namespace"], meta["name"], kind="pool"):
-        outcome = await asyncio.to_thread(reconcile_pool, rt.kube, obj)
-        changes = status_patch(outcome.status, obj.get("status"))
+        # read the pool again under its lock: a body taken before waiting (an event's, a
+        # timer's) can predate a scale the HPA or the autoscaler made meanwhile, and applying
+        # it would set the Deployment back to the old count
+        fresh = await asyncio.to_thread(rt.kube.get, "SplitPool", meta["namespace"],
+                                        meta["name"])
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return
+        outcome = await asyncio.to_thread(reconcile_pool, rt.kube, fresh)
+        changes = status_patch(outcome.status, fresh.get("status"))
         if changes:
             if patch is not None:
                 patch.status.update(changes)
@@ -211,9 +222,17 @@ async def _child_event(rt: Runtime, event: Mapping[str, Any], body: kopf.Body) -
                     exc)
 
 
-def register_timers(interval: float) -> None:
+def register_timers(interval: float, autoscaler_tick: float = 5.0) -> None:
     """Periodic re-observation of every service and pool (status from pods, drift of fields a
-    watch event does not reveal). Registered by `main` with the configured interval."""
+    watch event does not reveal), and the autoscaler's tick. Registered by `main` with the
+    configured intervals."""
+
+    @kopf.timer(GROUP, VERSION, SERVICES, interval=autoscaler_tick,
+                initial_delay=autoscaler_tick, field="spec.autoscaling.enabled", value=True,
+                id="autoscaler")
+    async def autoscaler_timer(name: str, namespace: str | None, body: kopf.Body,
+                               memo: kopf.Memo, **_: Any) -> None:
+        await autoscaling.tick(runtime(memo), namespace or "", name, plain(body))
 
     @kopf.timer(GROUP, VERSION, SERVICES, interval=interval, initial_delay=interval / 6,
                 id="service-resync")
@@ -233,6 +252,13 @@ def register_timers(interval: float) -> None:
         obj = await asyncio.to_thread(rt.kube.get, "SplitPool", namespace or "", name)
         if obj is not None:
             await _reconcile_pool(rt, obj, None)
+
+
+@kopf.on.event(GROUP, VERSION, SERVICES, id="autoscaler-forget")
+async def service_event(event: kopf.RawEvent, name: str, namespace: str | None,
+                        memo: kopf.Memo, **_: Any) -> None:
+    if event.get("type") == "DELETED" and "runtime" in memo:
+        autoscaling.forget(runtime(memo), namespace or "", name)
 
 
 def _register_child(group: str, version: str, plural: str) -> None:

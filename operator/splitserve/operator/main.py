@@ -27,6 +27,14 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> OperatorOptions:
                         help="period of the full re-observation of every object (default 30)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve the operator's Prometheus metrics on this port")
+    parser.add_argument("--autoscaler-rate-window",
+                        default=environ.get("SPLITSERVE_AUTOSCALER_RATE_WINDOW", "1m"),
+                        help="PromQL range of the autoscaler's rate() queries, at least four "
+                        "scrape intervals (default 1m)")
+    parser.add_argument("--autoscaler-half-life", type=float,
+                        default=float(environ.get("SPLITSERVE_AUTOSCALER_HALF_LIFE", "60")),
+                        help="seconds; half-life of the autoscaler's load average, which sets "
+                        "how slowly it scales down (default 60)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     namespaces = args.namespace
@@ -38,10 +46,18 @@ def parse_options(argv: list[str], environ: dict[str, str]) -> OperatorOptions:
             parser.error(f"{flag} must be 1..65535, got {port}")
     if not 1 <= args.resync_seconds <= 86400:
         parser.error(f"--resync-seconds must be 1..86400, got {args.resync_seconds}")
+    window = args.autoscaler_rate_window
+    if len(window) < 2 or window[-1] not in "smh" or not window[:-1].isdigit() \
+            or int(window[:-1]) == 0:
+        parser.error(f"--autoscaler-rate-window must be like 30s, 1m or 1h, got {window!r}")
+    if not 1 <= args.autoscaler_half_life <= 3600:
+        parser.error(f"--autoscaler-half-life must be 1..3600 seconds, got "
+                     f"{args.autoscaler_half_life}")
     return OperatorOptions(kubeconfig=args.kubeconfig, namespaces=tuple(namespaces),
                            liveness_port=args.liveness_port,
                            metrics_port=args.metrics_port, resync_seconds=args.resync_seconds,
-                           verbose=args.verbose)
+                           verbose=args.verbose, autoscaler_rate_window=window,
+                           autoscaler_half_life_seconds=args.autoscaler_half_life)
 
 
 def main(argv: list[str]) -> int:
@@ -52,7 +68,7 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("once", message="Unverified HTTPS request")
     from splitserve.operator import handlers
 
-    handlers.register_timers(options.resync_seconds)
+    handlers.register_timers(options.resync_seconds, options.autoscaler_tick_seconds)
 
     liveness = (f"http://0.0.0.0:{options.liveness_port}/healthz"
                 if options.liveness_port else None)

@@ -37,6 +37,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("splitserve.io",), ("splitservices/status", "splitpools/status"),
          ("get", "patch", "update"), "status of both kinds"),
     Rule(("splitserve.io",), ("splitpools",), ALL, "the two pools of every SplitService"),
+    Rule(("splitserve.io",), ("splitpools/scale",), ("get", "patch"),
+         "the built-in autoscaler writes pool replicas through the scale subresource only"),
     Rule(("apps",), ("deployments",), ALL, "workers and routers"),
     Rule(("",), ("services", "configmaps", "serviceaccounts"), ALL,
          "Services, the worker ConfigMap and the router's ServiceAccount"),

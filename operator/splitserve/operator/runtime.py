@@ -1,4 +1,5 @@
-"""Long-lived operator state kept in kopf's memo: options, the API client, locks, counters."""
+"""Long-lived operator state kept in kopf's memo: options, the API client, locks, counters,
+one autoscaler per autoscaled service."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
+from splitserve.operator.autoscaling import Slot
 from splitserve.operator.kube import Kube
 from splitserve.operator.reconcile import TemplateCache
 from splitserve.operator.telemetry import Telemetry
@@ -21,6 +23,9 @@ class OperatorOptions:
     resync_seconds: float = 30.0
     metrics_port: int | None = None
     verbose: bool = False
+    autoscaler_tick_seconds: float = 5.0  # how often autoscaled services are checked for due
+    autoscaler_rate_window: str = "1m"  # PromQL range of the autoscaler's rate() queries
+    autoscaler_half_life_seconds: float = 60.0  # EWMA half-life of the predicted load
 
 
 @dataclass
@@ -32,6 +37,7 @@ class Runtime:
     locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     reconciles: Counter[tuple[str, str]] = field(default_factory=Counter)
     queued: set[tuple[str, str, str]] = field(default_factory=set)
+    autoscalers: dict[tuple[str, str], Slot] = field(default_factory=dict)  # (ns, service)
 
     def lock(self, namespace: str, name: str, kind: str = "service") -> asyncio.Lock:
         """One lock per object, so the timer, its own handlers and child events never run two
