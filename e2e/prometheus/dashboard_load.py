@@ -4,9 +4,8 @@
   metrics carry the namespace and name of a SplitService in the real cluster;
 - the operator, out of cluster and scoped to that namespace, reconciling that SplitService (its
   pods run the stand-in image; the stand-in answers health checks only), metrics on a port;
-- the autoscaler's gauges for the service on their own port, written by the real
-  `ServiceAutoscaler.step` against this Prometheus and the cluster's SplitPools;
-- Prometheus scraping all five every second.
+- the operator's own autoscaler for that SplitService, reading this Prometheus;
+- Prometheus scraping all four every second.
 
 `Load` says what was sent, so the test can hold every panel to it.
 """
@@ -22,40 +21,15 @@ from typing import Any
 
 import grpc
 from openai import NotFoundError, OpenAI
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from splitserve.api import metrics as names
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
-from splitserve.worker.metrics import build
 
 SERVICE = "dash"
 PREFILL_BLOCKS, DECODE_BLOCKS = 256, 192
 SHORT_THRESHOLD = 16
 LONG_PROMPT, SHORT_PROMPT, MAX_TOKENS = 40, 6, 8
 IGNORE_EOS = {"ignore_eos": True}
-
-
-class ServiceGauges:
-    """The autoscaler's `Gauges` for one service (namespace and service labels added), on a
-    registry of their own that Prometheus scrapes."""
-
-    def __init__(self, namespace: str, service: str) -> None:
-        self.registry = CollectorRegistry()
-        self._base = {"namespace": namespace, "service": service}
-        self._collectors: dict[str, Counter | Gauge | Histogram] = {}
-
-    def _child(self, metric: names.Metric, labels: dict[str, str]) -> Any:
-        collector = self._collectors.get(metric.name)
-        if collector is None:
-            collector = self._collectors[metric.name] = build(metric, self.registry)
-        return collector.labels(**self._base, **labels)
-
-    def set(self, metric: names.Metric, value: float, **labels: str) -> None:
-        self._child(metric, labels).set(value)
-
-    def inc(self, metric: names.Metric, amount: float = 1.0, **labels: str) -> None:
-        self._child(metric, labels).inc(amount)
 
 
 def prompt(n: int, seed: int) -> list[int]:

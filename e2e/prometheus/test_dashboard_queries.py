@@ -7,10 +7,9 @@ Counters are first created by a priming round that Prometheus scrapes before the
 (a counter's first scraped value cannot count as an increase), so the counted round's numbers
 are what rates over the window must add up to.
 
-The autoscaler runs here through the real `ServiceAutoscaler.step` (real Prometheus, real
-SplitPools in the cluster, scale subresource writes) and exports through the same `Gauges`
-interface the operator uses; the SplitService's pods are the stand-in image, the serving
-processes are local (they carry the SplitService's namespace and name as labels).
+The operator runs out of cluster against the real cluster, with the built-in autoscaler enabled
+on the SplitService (reading this Prometheus); the SplitService's pods are the stand-in image,
+the serving processes are local (they carry the SplitService's namespace and name as labels).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,6 @@ from dashboard_load import (
     SHORT_PROMPT,
     SHORT_THRESHOLD,
     Load,
-    ServiceGauges,
     send,
 )
 from operator_lib import (
@@ -53,14 +50,9 @@ from operator_lib import (
     install_crds,
     kubectl,
 )
-from prometheus_client import start_http_server
 from prometheus_server import PrometheusServer, free_port, install, wait_for
 
 import splitserve.autoscaler as autoscaler_pkg
-from splitserve.api.serving import AutoscalingSpec
-from splitserve.autoscaler.capacity import CapacityProfile
-from splitserve.autoscaler.prom import PrometheusClient
-from splitserve.autoscaler.service_autoscaler import ServiceAutoscaler
 from splitserve.local.spec import parse_spec
 from splitserve.local.stack import LocalStack
 from splitserve.observability.dashboards import all_dashboards
@@ -70,6 +62,7 @@ pytestmark = pytest.mark.cluster
 
 SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
 PROFILE = Path(autoscaler_pkg.__file__).parent / "profiles" / "small-cpu.json"
+PROFILE_MAP = "dash-profile"
 PRIME = Load(disaggregated=1, local=1, unknown_model=1, refused_pushes=1, expired=1)
 COUNTED = Load(disaggregated=6, local=3, unknown_model=2, refused_pushes=1, expired=1)
 TOLERANCE = 0.2  # rates over a window: Prometheus extrapolates to the window's edges
@@ -88,7 +81,6 @@ class World:
     namespace: str
     stack: LocalStack
     operator: OperatorProcess
-    gauges: ServiceGauges
     prom: PrometheusServer
 
     def http(self, role: str) -> str:
@@ -98,7 +90,18 @@ class World:
         return self.stack.worker_children(role)[0].ready_fields["grpc"]
 
 
-def service_manifest(namespace: str, model_dir: Path, prefill_max: int) -> dict[str, Any]:
+def slow_profile(namespace: str) -> dict[str, Any]:
+    """The built-in profile with a slow prefill (about one prompt token per second per
+    replica), so the CPU-sized load reads as a burst to the operator's autoscaler."""
+    data = json.loads(PROFILE.read_text())
+    data["prefill"].update(overheadSeconds=0.01, secondsPerToken=1.0, referenceTokens=16)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": PROFILE_MAP, "namespace": namespace},
+            "data": {"profile.json": json.dumps(data)}}
+
+
+def service_manifest(namespace: str, model_dir: Path, prometheus_url: str, prefill_max: int
+                     ) -> dict[str, Any]:
     pool = {"replicas": 1, "minReplicas": 1, "maxReplicas": prefill_max,
             "resources": {"gpus": 0, **SMALL}, "drainSeconds": 1}
     return {"apiVersion": "splitserve.io/v1alpha1", "kind": "SplitService",
@@ -106,7 +109,10 @@ def service_manifest(namespace: str, model_dir: Path, prefill_max: int) -> dict[
             "spec": {"model": {"name": "tiny", "source": {"hostPath": str(model_dir)}},
                      "image": STANDIN_IMAGE, "imagePullPolicy": "Never",
                      "prefill": pool, "decode": {**pool, "maxReplicas": 2},
-                     "router": {"replicas": 1, "resources": SMALL}}}
+                     "router": {"replicas": 1, "resources": SMALL},
+                     "autoscaling": {"enabled": True, "prometheusUrl": prometheus_url,
+                                     "percentile": 90, "intervalSeconds": 5,
+                                     "profileConfigMap": PROFILE_MAP}}}
 
 
 def local_spec(namespace: str) -> dict[str, Any]:
@@ -161,27 +167,24 @@ def world(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wo
         stack.callback(kubectl, kubeconfig, "delete", "namespace", namespace, "--wait=false",
                        check=False)
         squat_router_pdb(kubeconfig, kube, namespace)
-        apply(kubeconfig, service_manifest(namespace, model_dir, prefill_max=1))
-        op_port, gauge_port = free_port(), free_port()
+        op_port = free_port()
+        local = LocalStack(parse_spec(local_spec(namespace)), router_port=0,
+                           log_dir=tmp_path_factory.mktemp("stack"), ready_timeout_s=300)
+        local.start()
+        stack.callback(local.stop)
+        targets = [local.url.removeprefix("http://"),
+                   *(c.ready_fields["http"] for _, c in local.workers), f"127.0.0.1:{op_port}"]
+        prom = PrometheusServer(install(), tmp_path_factory.mktemp("prometheus"), targets)
+        stack.callback(prom.stop)
+        apply(kubeconfig, slow_profile(namespace))
+        apply(kubeconfig, service_manifest(namespace, model_dir, prom.url, prefill_max=1))
         operator = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("op") / "operator.log",
                                    ("--namespace", namespace, "--metrics-port", str(op_port),
                                     "--resync-seconds", "3"))
         operator.start()
         stack.callback(operator.stop)
         stack.callback(delete_service, kubeconfig, kube, namespace)  # while the operator runs
-        local = LocalStack(parse_spec(local_spec(namespace)), router_port=0,
-                           log_dir=tmp_path_factory.mktemp("stack"), ready_timeout_s=300)
-        local.start()
-        stack.callback(local.stop)
-        gauges = ServiceGauges(namespace, SERVICE)
-        server, _ = start_http_server(gauge_port, addr="127.0.0.1", registry=gauges.registry)
-        stack.callback(server.shutdown)
-        targets = [local.url.removeprefix("http://"),
-                   *(c.ready_fields["http"] for _, c in local.workers),
-                   f"127.0.0.1:{op_port}", f"127.0.0.1:{gauge_port}"]
-        prom = PrometheusServer(install(), tmp_path_factory.mktemp("prometheus"), targets)
-        stack.callback(prom.stop)
-        yield World(kube, kubeconfig, namespace, local, operator, gauges, prom)
+        yield World(kube, kubeconfig, namespace, local, operator, prom)
 
 
 def delete_service(kubeconfig: str, kube: Kube, namespace: str) -> None:
@@ -285,58 +288,21 @@ def pool(world: World, role: str) -> dict[str, Any]:
     return obj
 
 
-def with_bounds(pool_obj: dict[str, Any], service: dict[str, Any], role: str
-                ) -> dict[str, Any]:
-    """The SplitPool with the service's min/maxReplicas for the role: the SplitPool object does
-    not carry the bounds, and the applier reads them from the pool's spec (without them a pool
-    could never grow past its current size)."""
-    bounds = {k: v for k, v in service["spec"][role].items() if k in ("minReplicas",
-                                                                       "maxReplicas")}
-    return {**pool_obj, "spec": {**pool_obj["spec"], **bounds}}
-
-
-def autoscale_until(world: World, auto: ServiceAutoscaler, spec: AutoscalingSpec, replicas: int
-                    ) -> None:
-    """Real steps until the prefill pool is scaled to `replicas` (scale subresource write)."""
-    service = world.kube.get("SplitService", world.namespace, SERVICE)
-    assert service is not None, f"SplitService {SERVICE} missing"
-    prom = PrometheusClient(world.prom.url)
-
-    last: list[Any] = []
-
-    def step() -> bool:
-        svc = world.kube.get("SplitService", world.namespace, SERVICE) or service
-        pools = {r: with_bounds(pool(world, r), svc, r) for r in ("prefill", "decode")}
-        last[:] = [auto.step(client=world.kube, prom=prom, service=service, autoscaling=spec,
-                             pools=pools, pods={}, now=datetime.now(UTC), gauges=world.gauges)]
-        return int(pool(world, "prefill")["spec"]["replicas"]) == replicas
-
-    try:
-        wait_for(step, 60, f"the autoscaler to scale prefill to {replicas}", every=1.0)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}; last plan: {last}") from None
-
-
 def run_autoscaler(world: World) -> None:
-    """A first step must hold (the service's prefill maxReplicas is 1); once Prometheus has
-    scraped its decision counters (at 0), the user raises maxReplicas to 2 and the next steps
-    scale the prefill pool up: the one decision the panel must show.
-    The profile is made slow (about one prompt token per second per replica) so the CPU-sized
-    load reads as a burst."""
-    data = json.loads(PROFILE.read_text())
-    data["prefill"].update(overheadSeconds=0.01, secondsPerToken=1.0, referenceTokens=16)
-    auto = ServiceAutoscaler(CapacityProfile.from_dict(data))
-    spec = AutoscalingSpec(enabled=True, prometheus_url=world.prom.url, percentile=90.0,
-                           interval_seconds=5)
-    autoscale_until(world, auto, spec, 1)
+    """The operator's autoscaler steps every 5 s and holds the prefill pool at its
+    maxReplicas (1) whatever the load; once Prometheus has scraped its decision counters (at 0),
+    the user raises maxReplicas to 2 and the operator scales the prefill pool up: the one
+    decision the panel must show."""
     decisions = (f"splitserve_autoscaler_decisions_total"
                  f"{sel(world, pool='prefill', direction='up')}")
-    held = time.time()
-    wait_for(lambda: scraped_after(world, [decisions], held), 30,
-             "the decision counters to be scraped")
+    since = time.time()
+    wait_for(lambda: scraped_after(world, [decisions], since), 60,
+             "the operator's autoscaler counters to be scraped")
+    assert int(pool(world, "prefill")["spec"]["replicas"]) == 1
     kubectl(world.kubeconfig, "patch", "splitservice", SERVICE, "-n", world.namespace,
             "--type=merge", "-p", '{"spec":{"prefill":{"maxReplicas":2}}}')
-    autoscale_until(world, auto, spec, 2)
+    wait_for(lambda: int(pool(world, "prefill")["spec"]["replicas"]) == 2, 60,
+             "the operator's autoscaler to scale prefill to 2")
 
 
 # ---- what each panel must show ----------------------------------------------------------------
@@ -482,7 +448,7 @@ def check(title: str, legend: str, result: Series, e: Expect, at: float) -> None
 
 def test_every_panel_query_returns_the_load_that_was_sent(world: World) -> None:
     started = time.monotonic()
-    wait_for(lambda: world.prom.targets_up() == 5, 60, "all five targets scraped")
+    wait_for(lambda: world.prom.targets_up() == 4, 60, "all four targets scraped")
     marks = [("targets up", time.monotonic())]
     send_round(world, PRIME, seed=0)
     primed = primed_series(world)
