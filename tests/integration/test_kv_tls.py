@@ -3,7 +3,10 @@ peers without one (or with one from another CA) are refused."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import pytest
 from splitserve.engine.llm_engine import LLMEngine
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.kvtransfer.tls import TLSFiles
+from splitserve.local.processes import Child
+from splitserve.local.stack import ROUTER_READY
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.process import WorkerProcess, wait_for
@@ -86,3 +91,42 @@ def test_peers_without_a_valid_certificate_are_refused(
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     # the worker keeps serving its legitimate peers
     wait_for(lambda: decode.stats().role == "decode", 5, "the decode worker to answer")
+
+
+@pytest.mark.parametrize("with_certificate", [True, False], ids=["mtls", "plaintext"])
+def test_router_reaches_tls_workers_only_with_the_certificate(
+        tls_pair: tuple[WorkerProcess, WorkerProcess], pki: tuple[Path, Path],
+        tiny_model: Path, log_dir: Path, reference: LLMEngine, with_certificate: bool) -> None:
+    """A real router process with static discovery: with `--tls-dir` it serves through the TLS
+    workers (the answer equals the colocated engine's); without it the workers refuse it and
+    it never becomes ready."""
+    prefill, decode = tls_pair
+    tls = ["--tls-dir", str(pki[0])] if with_certificate else []
+    router = Child(f"router-{'mtls' if with_certificate else 'plain'}", [
+        "router", "--model", str(tiny_model), "--port", "0", "--discovery", "static",
+        "--prefill", prefill.grpc_address, "--decode", decode.grpc_address,
+        "--short-prompt-threshold", "0", "--stats-interval", "0.2", *tls],
+        log_dir / f"router-{with_certificate}.log", ROUTER_READY)
+    router.start()
+    try:
+        router.wait_ready(120)
+        url = "http://" + router.ready_fields["http"]
+        if not with_certificate:
+            status = json.loads(urllib.request.urlopen(url + "/status", timeout=5).read())
+            assert status["pools"]["decode"]["ready"] == 0
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(url + "/readyz", timeout=5)
+            assert err.value.code == 503
+            return
+        wait_for(lambda: urllib.request.urlopen(url + "/readyz", timeout=5).status == 200, 30,
+                 "the router to see the TLS workers")
+        prompt = "Encrypted from the router on " * 6
+        want = reference.generate([prompt], SamplingParams(max_tokens=8, ignore_eos=True))[0]
+        body = json.dumps({"model": tiny_model.name, "prompt": prompt, "max_tokens": 8,
+                           "temperature": 0, "ignore_eos": True}).encode()
+        request = urllib.request.Request(url + "/v1/completions", body,
+                                         {"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert answer["choices"][0]["text"] == want.text
+    finally:
+        router.stop(15)

@@ -112,8 +112,9 @@ def test_worker_ports_and_arguments() -> None:
     args = c["args"]
     assert args[:3] == ["worker", "--role", "prefill"]
     assert args[args.index("--http-port") + 1] == "9090"
-    assert args[args.index("--kv-port") + 1] == "6000"
+    assert args[args.index("--grpc-port") + 1] == "6000"
     assert args[args.index("--model") + 1] == "/models"
+    assert args[args.index("--host") + 1] == "0.0.0.0"
 
 
 def test_worker_environment_names_pod_and_service() -> None:

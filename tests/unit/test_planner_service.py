@@ -218,7 +218,7 @@ def test_router_rbac_reads_endpointslices_only() -> None:
     objs = by_kind(plan_service(service()))
     role = objs[("Role", "llama-router")]
     assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                              "verbs": ["get", "list", "watch"]}]
+                              "verbs": ["list", "watch"]}]
     binding = objs[("RoleBinding", "llama-router")]
     assert binding["roleRef"]["name"] == "llama-router"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llama-router",

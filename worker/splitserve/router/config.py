@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from splitserve.router.discovery import parse_static
 from splitserve.router.policy import POLICIES
+from splitserve.worker.config import pick as _pick
+from splitserve.worker.config import read_document
 
 COMPRESSIONS = {"none": "COMPRESSION_NONE", "int8": "COMPRESSION_INT8"}  # proto enum names
 
@@ -46,6 +46,8 @@ class RouterConfig:
     block_size: int
     stats_interval_s: float
     drain_timeout_s: float
+    tls_dir: str  # the workers' certificate files (mTLS); empty = plaintext gRPC
+    tls_server_name: str
 
 
 def parser() -> argparse.ArgumentParser:
@@ -76,33 +78,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int)
     p.add_argument("--stats-interval", type=float)
     p.add_argument("--drain-timeout", type=float)
+    p.add_argument("--tls-dir", help="tls.crt, tls.key and ca.crt of the workers' gRPC (mTLS); "
+                   "empty = plaintext")
+    p.add_argument("--tls-server-name", help="name in the workers' certificate")
     return p
 
 
-def _doc(path: str | None) -> dict[str, Any]:
-    if not path:
-        return {}
-    try:
-        doc = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"--config {path}: cannot read the config document ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise ValueError(f"--config {path}: expected a mapping at the top level")
-    return doc
-
-
-def _pick(*values: Any) -> Any:
-    return next((v for v in values if v is not None and v != ""), None)
-
-
-def from_args(argv: list[str], environ: dict[str, str] | None = None) -> RouterConfig:
+def from_args(argv: list[str], environ: Mapping[str, str] | None = None) -> RouterConfig:
     a = parser().parse_args(argv)
     env = os.environ if environ is None else environ
 
     def e(name: str) -> str | None:
         return env.get(f"SPLITSERVE_{name}")
 
-    doc = _doc(a.config or e("CONFIG"))
+    doc = read_document(_pick(a.config, e("CONFIG")))
     model, router = doc.get("model") or {}, doc.get("router") or {}
     kv = doc.get("kvTransfer") or {}
     engine = (doc.get("decode") or {}).get("engine") or {}
@@ -121,8 +110,10 @@ def from_args(argv: list[str], environ: dict[str, str] | None = None) -> RouterC
         namespace=_pick(a.namespace, env.get("POD_NAMESPACE"), doc.get("namespace"),
                         "default"),
         service=_pick(a.service, e("SERVICE"), doc.get("service"), "local"),
-        prefill_service=_pick(a.prefill_service, e("PREFILL_SERVICE")) or "",
-        decode_service=_pick(a.decode_service, e("DECODE_SERVICE")) or "",
+        prefill_service=_pick(a.prefill_service, e("PREFILL_SERVICE"),
+                              router.get("prefillService")) or "",
+        decode_service=_pick(a.decode_service, e("DECODE_SERVICE"),
+                             router.get("decodeService")) or "",
         policy=_pick(a.policy, router.get("policy"), "least-loaded"),
         short_prompt_threshold=int(_pick(a.short_prompt_threshold,
                                          router.get("shortPromptThreshold"), 64)),
@@ -137,6 +128,8 @@ def from_args(argv: list[str], environ: dict[str, str] | None = None) -> RouterC
         block_size=int(_pick(a.block_size, engine.get("blockSize"), 16)),
         stats_interval_s=float(_pick(a.stats_interval, e("STATS_INTERVAL"), 0.5)),
         drain_timeout_s=float(_pick(a.drain_timeout, e("DRAIN_TIMEOUT"), 30.0)),
+        tls_dir=_pick(a.tls_dir, e("TLS_DIR")) or "",
+        tls_server_name=_pick(a.tls_server_name, e("TLS_SERVER_NAME"), "splitserve-worker"),
     )
     _validate(cfg)
     return cfg

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from splitserve.engine.config import ModelConfig
 from splitserve.engine.tokenizer import Tokenizer
+from splitserve.kvtransfer.tls import TLSFiles
 from splitserve.router.admission import Admission
 from splitserve.router.config import COMPRESSIONS, RouterConfig, from_args
 from splitserve.router.discovery import EndpointSliceWatch
@@ -42,7 +43,8 @@ async def serve(cfg: RouterConfig) -> None:
     registry = Registry(cfg.block_size)
     registry.set_endpoints("prefill", cfg.prefill)
     registry.set_endpoints("decode", cfg.decode)
-    clients = WorkerClients()
+    tls = TLSFiles.from_dir(cfg.tls_dir, cfg.tls_server_name) if cfg.tls_dir else None
+    clients = WorkerClients(tls)
     metrics = WorkerMetrics(Identity(cfg.namespace, cfg.service, "router", "router"))
     dispatcher = Dispatcher(registry, clients, Picker(cfg.policy), DispatchOptions(
         short_prompt_threshold=cfg.short_prompt_threshold, max_retries=cfg.max_retries,

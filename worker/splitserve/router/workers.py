@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from splitserve.kvtransfer.tls import TLSFiles
 from splitserve.router.registry import Registry
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
@@ -15,16 +16,27 @@ log = logging.getLogger(__name__)
 
 
 class WorkerClients:
-    """One grpc.aio channel per worker address, closed when discovery drops the address."""
+    """One grpc.aio channel per worker address, closed when discovery drops the address; with
+    TLS files, channels present the certificate and verify the workers' (mTLS)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TLSFiles | None = None) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.WorkerStub] = {}
+
+    def _open(self, address: str) -> grpc.aio.Channel:
+        tls = self._tls
+        if tls is None:
+            return grpc.aio.insecure_channel(address)
+        creds = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key,
+                                             certificate_chain=tls.cert)
+        return grpc.aio.secure_channel(address, creds, options=[
+            ("grpc.ssl_target_name_override", tls.server_name)])
 
     def stub(self, address: str) -> pb_grpc.WorkerStub:
         stub = self._stubs.get(address)
         if stub is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = self._open(address)
             self._channels[address] = channel
             stub = self._stubs[address] = pb_grpc.WorkerStub(channel)
         return stub

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from splitserve.api import SplitPoolSpec
+from splitserve.api import ModelSpec, SplitPoolSpec
 from splitserve.api.names import ANNOTATION_CONFIG_HASH
 from splitserve.operator.planner.config import CONFIG_DIR, CONFIG_KEY, MODEL_DIR
 from splitserve.operator.planner.merge import merge_override
@@ -17,6 +17,13 @@ MODEL_CHECK_CONTAINER = "model-check"
 MODEL_FETCH_CONTAINER = "model-fetch"
 MODEL_VOLUME = "model"
 TLS_DIR = "/etc/splitserve/tls"
+TMP_VOLUME = "tmp"
+TMP_DIR = "/tmp"
+LISTEN_ALL = "0.0.0.0"  # in a pod the probes, peers and the router connect through the pod IP
+# The root filesystem is read-only: home and every cache live in the /tmp emptyDir.
+WRITABLE_ENV = {"HOME": TMP_DIR, "XDG_CACHE_HOME": f"{TMP_DIR}/cache",
+                "TORCHINDUCTOR_CACHE_DIR": f"{TMP_DIR}/cache/torchinductor",
+                "TRITON_CACHE_DIR": f"{TMP_DIR}/cache/triton"}
 
 _FIELD_ENV = [
     ("POD_NAME", "metadata.name"),
@@ -98,14 +105,15 @@ def resource_requirements(requests: dict[str, Any] | None, limits: dict[str, Any
     return result
 
 
-def model_volume(spec: SplitPoolSpec) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+def model_volume(model: ModelSpec) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
     """(volume, init containers that prepare it, subPath of the mount)."""
-    source = spec.model.source
+    source = model.source
     if source.host_path is not None:
-        volume = {"name": "model", "hostPath": {"path": source.host_path, "type": "Directory"}}
+        volume = {"name": MODEL_VOLUME, "hostPath": {"path": source.host_path,
+                                                     "type": "Directory"}}
         return volume, [], None
     if source.pvc is not None:
-        volume = {"name": "model", "persistentVolumeClaim": {
+        volume = {"name": MODEL_VOLUME, "persistentVolumeClaim": {
             "claimName": source.pvc.claim_name, "readOnly": True}}
         return volume, [], source.pvc.sub_path
     image = source.image
@@ -116,23 +124,24 @@ def model_volume(spec: SplitPoolSpec) -> tuple[dict[str, Any], list[dict[str, An
         "image": image.reference,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", f'cp -a "{image.path}/." {MODEL_DIR}/'],
-        "volumeMounts": [{"name": "model", "mountPath": MODEL_DIR}],
+        "volumeMounts": [{"name": MODEL_VOLUME, "mountPath": MODEL_DIR}],
         "securityContext": container_security(),
     }
-    return {"name": "model", "emptyDir": {}}, [fetch], None
+    return {"name": MODEL_VOLUME, "emptyDir": {}}, [fetch], None
 
 
-def model_check(spec: SplitPoolSpec, mount: dict[str, Any]) -> dict[str, Any]:
+def model_check(model: ModelSpec, image: str, pull_policy: str,
+                mount: dict[str, Any]) -> dict[str, Any]:
     """An init container that fails with a clear termination message when the weights are
     missing, so the status can say ModelNotFound instead of a crash loop."""
     script = (
         f'test -f {MODEL_DIR}/config.json || {{ echo "model not found: no config.json in '
-        f'{_describe_source(spec)}" > /dev/termination-log; exit 1; }}'
+        f'{_describe_source(model)}" > /dev/termination-log; exit 1; }}'
     )
     return {
         "name": MODEL_CHECK_CONTAINER,
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
+        "image": image,
+        "imagePullPolicy": pull_policy,
         "command": ["sh", "-c", script],
         "volumeMounts": [mount],
         "securityContext": container_security(),
@@ -141,8 +150,26 @@ def model_check(spec: SplitPoolSpec, mount: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _describe_source(spec: SplitPoolSpec) -> str:
-    source = spec.model.source
+def model_parts(model: ModelSpec, image: str, pull_policy: str
+                ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """What a pod needs to read the weights at MODEL_DIR: (volume, init containers, the
+    read-only mount for the main container). Workers and the router share it."""
+    volume, init, sub_path = model_volume(model)
+    mount: dict[str, Any] = {"name": MODEL_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}
+    if sub_path:
+        mount["subPath"] = sub_path
+    return volume, [*init, model_check(model, image, pull_policy, mount)], mount
+
+
+def writable_tmp() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) of /tmp: the only writable place under a read-only root filesystem
+    (HOME and the caches point into it)."""
+    return ({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": TMP_VOLUME, "mountPath": TMP_DIR})
+
+
+def _describe_source(model: ModelSpec) -> str:
+    source = model.source
     if source.host_path is not None:
         return f"hostPath {source.host_path}"
     if source.pvc is not None:
@@ -152,18 +179,29 @@ def _describe_source(spec: SplitPoolSpec) -> str:
     return f"image {source.image.reference}:{source.image.path}"
 
 
+def worker_args(spec: SplitPoolSpec) -> list[str]:
+    """The worker's command line; everything else it reads from the config document (the
+    model, the role's engine limits, kvTransfer). The one gRPC port serves generation,
+    control and KV transfer; it is the port named `kv` in the pod and the pool Service."""
+    args = [
+        "worker", "--role", spec.role, "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
+        "--model", MODEL_DIR, "--host", LISTEN_ALL, "--http-port", str(spec.http_port),
+        "--grpc-port", str(spec.kv_port), "--drain-timeout", str(spec.drain_seconds),
+    ]
+    if spec.tls_secret_name:
+        args += ["--tls-dir", TLS_DIR]
+    return args
+
+
 def worker_pod_template(spec: SplitPoolSpec, pod_labels: dict[str, str]) -> dict[str, Any]:
-    volume, init, sub_path = model_volume(spec)
-    mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
-    if sub_path:
-        mount["subPath"] = sub_path
+    volume, init, mount = model_parts(spec.model, spec.image, spec.image_pull_policy)
+    tmp_volume, tmp_mount = writable_tmp()
     volumes: list[dict[str, Any]] = [
         volume,
         {"name": "config", "configMap": {"name": spec.config_map_name}},
-        {"name": "tmp", "emptyDir": {}},
+        tmp_volume,
     ]
-    mounts = [mount, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-              {"name": "tmp", "mountPath": "/tmp"}]
+    mounts = [mount, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, tmp_mount]
     if spec.tls_secret_name:
         volumes.append({"name": "tls", "secret": {"secretName": spec.tls_secret_name}})
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
@@ -172,17 +210,13 @@ def worker_pod_template(spec: SplitPoolSpec, pod_labels: dict[str, str]) -> dict
         "name": WORKER_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
-        "args": [
-            "worker", "--role", spec.role, "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
-            "--model", MODEL_DIR, "--http-port", str(spec.http_port),
-            "--kv-port", str(spec.kv_port),
-        ],
+        "args": worker_args(spec),
         "ports": [
             {"name": "http", "containerPort": spec.http_port, "protocol": "TCP"},
             {"name": "kv", "containerPort": spec.kv_port, "protocol": "TCP"},
         ],
         "env": field_env({"SPLITSERVE_SERVICE": spec.service, "SPLITSERVE_ROLE": spec.role,
-                           "HOME": "/tmp"}),
+                           **WRITABLE_ENV}),
         "resources": resource_requirements(
             res.requests.to_wire() if res.requests else None,
             res.limits.to_wire() if res.limits else None, res.gpus),
@@ -192,7 +226,7 @@ def worker_pod_template(spec: SplitPoolSpec, pod_labels: dict[str, str]) -> dict
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "initContainers": [*init, model_check(spec, mount)],
+        "initContainers": init,
         "volumes": volumes,
         "securityContext": pod_security(),
         "terminationGracePeriodSeconds": spec.drain_seconds + 15,

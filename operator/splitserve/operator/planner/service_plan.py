@@ -21,12 +21,17 @@ from splitserve.operator.planner.config import (
     render_config,
 )
 from splitserve.operator.planner.pods import (
+    LISTEN_ALL,
     ROUTER_CONTAINER,
+    TLS_DIR,
+    WRITABLE_ENV,
     container_security,
     field_env,
+    model_parts,
     pod_security,
     probes,
     resource_requirements,
+    writable_tmp,
 )
 
 WORKER_HTTP_PORT = 8080
@@ -49,7 +54,9 @@ def plan_service(obj: dict[str, Any]) -> list[dict[str, Any]]:
     meta = obj["metadata"]
     name, namespace = meta["name"], meta.get("namespace", "default")
     spec = svc.spec
-    data = {CONFIG_KEY: render_config(engine_config(spec, name, namespace))}
+    data = {CONFIG_KEY: render_config(engine_config(
+        spec, name, namespace, naming.pool_name(name, Role.PREFILL),
+        naming.pool_name(name, Role.DECODE)))}
     digest = config_hash(data)
     return [
         *_router_rbac(obj, name),
@@ -129,29 +136,49 @@ def _router_service(owner: dict[str, Any], name: str, spec: SplitServiceSpec) ->
     }
 
 
+def router_args(spec: SplitServiceSpec) -> list[str]:
+    """The router's command line; the model, the pool Services and the routing options come
+    from the config document, the namespace from the pod (POD_NAMESPACE)."""
+    args = ["router", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", LISTEN_ALL,
+            "--port", str(spec.router.port), "--discovery", "endpointslices",
+            "--drain-timeout", str(ROUTER_DRAIN_SECONDS)]
+    if spec.kv_transfer.tls_secret_name:
+        args += ["--tls-dir", TLS_DIR]  # the workers require the certificate (mTLS)
+    return args
+
+
 def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
                        digest: str) -> dict[str, Any]:
     router = spec.router
     wire = router.resources.to_wire()
     resources = (resource_requirements(wire.get("requests"), wire.get("limits"), 0)
                  if wire else DEFAULT_ROUTER_RESOURCES)
+    # the router reads the tokenizer and config.json from the same weights as the workers
+    model_volume, init, model_mount = model_parts(spec.model, spec.image,
+                                                  spec.image_pull_policy.value)
+    tmp_volume, tmp_mount = writable_tmp()
+    volumes = [model_volume, {"name": "config", "configMap": {"name": naming.config_name(name)}},
+               tmp_volume]
+    mounts = [model_mount, {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+              tmp_mount]
+    if spec.kv_transfer.tls_secret_name:
+        volumes.append({"name": "tls", "secret": {"secretName": spec.kv_transfer.tls_secret_name}})
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     container: dict[str, Any] = {
         "name": ROUTER_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy.value,
-        "args": ["router", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}",
-                 "--port", str(router.port), "--discovery", "endpointslices"],
+        "args": router_args(spec),
         "ports": [{"name": "http", "containerPort": router.port, "protocol": "TCP"}],
         "env": field_env({
             "SPLITSERVE_SERVICE": name,
             "SPLITSERVE_ROLE": Role.ROUTER.value,
             "SPLITSERVE_PREFILL_SERVICE": naming.pool_name(name, Role.PREFILL),
             "SPLITSERVE_DECODE_SERVICE": naming.pool_name(name, Role.DECODE),
-            "HOME": "/tmp",
+            **WRITABLE_ENV,
         }),
         "resources": resources,
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-                         {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": mounts,
         "securityContext": container_security(),
         **probes("http", ROUTER_DRAIN_SECONDS),
     }
@@ -173,11 +200,11 @@ def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
                 },
                 "spec": {
                     "serviceAccountName": naming.router_name(name),
+                    # the EndpointSlice watch authenticates with the account's token
+                    "automountServiceAccountToken": True,
                     "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": naming.config_name(name)}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
+                    "initContainers": init,
+                    "volumes": volumes,
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": ROUTER_DRAIN_SECONDS + 15,
                     "enableServiceLinks": False,
@@ -209,7 +236,7 @@ def _router_rbac(owner: dict[str, Any], name: str) -> list[dict[str, Any]]:
         {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(),
             "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
-                       "verbs": ["get", "list", "watch"]}],
+                       "verbs": ["list", "watch"]}],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
