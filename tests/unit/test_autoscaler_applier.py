@@ -188,6 +188,18 @@ def test_event_names_the_pool_and_direction() -> None:
     assert e["message"].startswith(f"prefill 1 -> {p.prefill.desired}:")
 
 
+def test_decision_counters_exist_at_zero_before_the_first_decision() -> None:
+    gauges = RecordingGauges()
+    apply(RecordingApi(), SERVICE, POOLS, make_plan(), AT, gauges)
+    counters = {k: v for k, v in gauges.values.items()
+                if k[0] == names.AUTOSCALER_DECISIONS.name}
+    kinds = {(dict(k[1])["pool"], dict(k[1])["direction"], dict(k[1])["reason"])
+             for k in counters}
+    assert kinds == {(p, d, r) for p in ("prefill", "decode")
+                     for d, r in (("up", "ScaleUp"), ("down", "ScaleDown"))}
+    assert set(counters.values()) == {0.0}
+
+
 # ---- applying -------------------------------------------------------------------------------
 
 def test_apply_writes_replicas_only_through_the_scale_subresource() -> None:

@@ -153,7 +153,9 @@ serializeImagePulls: false
 # Images here come from local builds and cannot be pulled again: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+# Under disk pressure the kubelet still deletes unused images (the pause image too, after which
+# no pod starts): pressure only when the disk is really full, not at a percentage of a large disk.
+evictionHard: {memory.available: 100Mi, nodefs.available: 1Gi, imagefs.available: 1Gi}
 YAML
   start_daemon kubelet "$SS_K8S_BIN/kubelet" --config "$SS_STATE/kubelet-config.yaml" \
     --kubeconfig "$SS_STATE/kubelet.kubeconfig" --root-dir "$SS_STATE/kubelet" \

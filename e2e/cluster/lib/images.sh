@@ -71,8 +71,7 @@ load_image() {
     return 0
   fi
   archive=$(mktemp -p "$SS_IMAGES" load.XXXXXX.tar)
-  # uncompressed: gzip of a multi-GB layer costs minutes and the archive only lives for the import
-  buildah_ push --quiet --disable-compression "$name" "oci-archive:$archive:$name"
+  buildah_ push --quiet "$name" "oci-archive:$archive:$name"
   ctr_ images import "$archive" >/dev/null
   rm -f "$archive"
   ctr_ images ls -q "name==$name" | grep -q . || die "image $name did not show up in containerd after import"

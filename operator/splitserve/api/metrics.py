@@ -74,7 +74,8 @@ KV_BLOCKS_USED = Metric(f"{PREFIX}kv_blocks_used", "gauge", "KV cache blocks in 
 KV_BLOCKS_TOTAL = Metric(f"{PREFIX}kv_blocks_capacity", "gauge", "KV cache blocks in the pool.")
 PROMPT_TOKENS = Metric(f"{PREFIX}prompt_tokens", "counter", "Prompt tokens prefilled.")
 GENERATION_TOKENS = Metric(f"{PREFIX}generation_tokens", "counter", "Output tokens decoded.")
-ENGINE_STEPS = Metric(f"{PREFIX}engine_steps", "counter", "Engine steps run.",
+ENGINE_STEPS = Metric(f"{PREFIX}engine_steps", "counter",
+                      "Engine steps that scheduled work, by phase (prefill, decode or mixed).",
                       extra_labels=("phase",))
 
 # KV transfer (prefill sends, decode receives)

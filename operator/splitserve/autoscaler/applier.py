@@ -215,9 +215,18 @@ def apply(client: ScaleClient, service: Mapping[str, Any], pool_names: Mapping[s
     return Applied(scaled, status, wrote)
 
 
+# (direction, reason) of every decision that changes a pool
+DECISION_KINDS = (("up", "ScaleUp"), ("down", "ScaleDown"))
+
+
 def export(gauges: Gauges, plan: Plan) -> None:
+    """Every series exists from the first step (decision counters at 0), so a rate over the
+    decision counter also counts a pool's first scaling decision."""
     for d in plan.decisions:
         labels = {"pool": d.pool, "role": d.pool}
+        for direction, reason in DECISION_KINDS:
+            gauges.inc(names.AUTOSCALER_DECISIONS, 0.0, direction=direction, reason=reason,
+                       **labels)
         gauges.set(names.AUTOSCALER_DESIRED_REPLICAS, d.desired, **labels)
         for key, value in d.inputs.items():
             gauges.set(names.AUTOSCALER_INPUT, value, input=key, **labels)

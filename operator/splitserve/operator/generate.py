@@ -3,7 +3,9 @@
 - the CRDs, in `manifests/crds/` and the chart's `crds/` (from the API models);
 - the operator's RBAC: `manifests/rbac/operator.yaml` and the chart's `templates/_rules.tpl`
   (from `splitserve.operator.rbac`);
-- the API reference `docs/reference.md` (from the API models).
+- the API reference `docs/reference.md` (from the API models);
+- the Grafana dashboards in `charts/splitserve/dashboards/` and the metrics reference
+  `docs/metrics.md` (from the metric names, `splitserve.observability`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from splitserve.api import crdgen, reference
+from splitserve.observability import generate as observability
 from splitserve.operator import rbac
 
 
@@ -26,17 +29,19 @@ def outputs() -> dict[str, Callable[[], str]]:
             found[f"{folder}/{name}"] = functools.partial(crdgen.render, crd)
     found.update(rbac.OUTPUTS)
     found[reference.PATH] = reference.render
+    found.update(observability.outputs())
     return found
 
 
 def stale(root: Path) -> list[str]:
-    """Generated paths whose committed text differs from what the source renders."""
+    """Generated paths whose committed text differs from what the source renders, and
+    dashboards the chart would ship that nothing generates."""
     out = []
     for rel, make in outputs().items():
         path = root / rel
         if not path.exists() or path.read_text() != make():
             out.append(rel)
-    return out
+    return out + observability.foreign_dashboards(root)
 
 
 def write(root: Path) -> list[str]:

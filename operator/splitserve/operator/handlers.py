@@ -63,6 +63,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
     settings.posting.enabled = False
+    # after its own patch kopf waits for the watch to deliver the patched version before it
+    # handles the object again; under load the watch lags by more than kopf's default 5 s, and a
+    # stale event (without kopf's last-handled annotation) is handled again and patched again
+    settings.persistence.consistency_timeout = 60
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30]

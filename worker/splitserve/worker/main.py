@@ -45,6 +45,19 @@ class EngineGauges:
         self._metrics = metrics
         self._prompt = 0
         self._generated = 0
+        self._steps = 0
+
+    def _count_steps(self) -> None:
+        # runs between steps, so `in_flight` is what the steps since the last call scheduled
+        e = self._engine
+        steps = e.counters.steps - self._steps
+        self._steps += steps
+        out = e.in_flight
+        if not steps or not out.scheduled:
+            return
+        phase = "mixed" if out.prefills and out.decodes else \
+            "prefill" if out.prefills else "decode"
+        self._metrics.inc(names.ENGINE_STEPS, steps, phase=phase)
 
     def __call__(self) -> None:
         e, mt = self._engine, self._metrics
@@ -58,6 +71,7 @@ class EngineGauges:
         mt.inc(names.PROMPT_TOKENS, c.prompt_tokens - self._prompt)
         mt.inc(names.GENERATION_TOKENS, c.generated_tokens - self._generated)
         self._prompt, self._generated = c.prompt_tokens, c.generated_tokens
+        self._count_steps()
 
 
 class Worker:

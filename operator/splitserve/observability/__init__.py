@@ -1,0 +1,1 @@
+"""Grafana dashboards and the metrics reference, generated from `splitserve.api.metrics`."""
