@@ -12,7 +12,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,7 +158,7 @@ def operator_identity(admin: str, namespace: str, workdir: Path) -> tuple[str, s
 
 
 def wait_quiet(log: AuditLog, user: str, quiet: float, timeout: float,
-               alive: Any = None) -> datetime:
+               alive: Callable[[], None] | None = None) -> datetime:
     """Waits until `user` has written nothing for `quiet` seconds; returns when that began."""
     deadline = time.monotonic() + timeout
     while True:
