@@ -21,6 +21,7 @@ from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.config import WorkerConfig, from_args, resolve_model
 from splitserve.worker.engine_loop import EngineLoop
 from splitserve.worker.http_server import WorkerHTTP
+from splitserve.worker.malformed import RefuseMalformed
 from splitserve.worker.metrics import Identity, WorkerMetrics
 from splitserve.worker.reservations import Reservations
 from splitserve.worker.service import ServiceOptions, WorkerService
@@ -95,7 +96,8 @@ class Worker:
         limit = cfg.max_message_bytes
         self.grpc = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
                                 options=[("grpc.max_send_message_length", limit),
-                                         ("grpc.max_receive_message_length", limit)])
+                                         ("grpc.max_receive_message_length", limit)],
+                                interceptors=[RefuseMalformed()])
         pb_grpc.add_WorkerServicer_to_server(self.service, self.grpc)
         add_kv_receiver(KVReceiver(self.reservations), self.grpc)
         address = f"{cfg.host}:{cfg.grpc_port}"

@@ -17,7 +17,7 @@ import torch
 
 from splitserve.engine.sampling_params import SamplingParams
 from splitserve.kvtransfer import kvtransfer_pb2 as pb
-from splitserve.kvtransfer.codec import ChunkSpec
+from splitserve.kvtransfer.codec import ChunkError, ChunkSpec
 from splitserve.kvtransfer.reservation import Reservation, ReservationError, ReservationTable
 from splitserve.worker.engine_loop import EngineLoop
 
@@ -96,6 +96,10 @@ class Reservations:
 
     def finish(self, reservation_id: str, first_token: int) -> None:
         layers = self._loop.engine.model_config.num_layers
+        vocab = self._loop.engine.model_config.vocab_size
+        if not 0 <= first_token < vocab:
+            raise ChunkError(f"end.first_token={first_token}: expected a token id in "
+                             f"[0, {vocab})")
         with self._lock:
             self._table.mark_ready(reservation_id, first_token, layers)
             self._waiters[reservation_id].done.set()

@@ -165,8 +165,17 @@ class WorkerService(pb_grpc.WorkerServicer):
                 self._transfer_failed("reservation_failed")
                 abort(context, grpc.StatusCode.ABORTED, str(exc))
             assert res.first_token is not None
+            if res.request_id != rid:
+                self._loop.abort(res.request_id)  # the blocks were handed over: free them
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                      f"request_id={rid!r}: reservation {request.reservation_id!r} belongs to "
+                      f"request {res.request_id!r}")
             self._transferred("received", res.bytes_received, None)
-            self._loop.commit(rid, res.first_token, outputs.put)
+            try:
+                self._loop.commit(rid, res.first_token, outputs.put)
+            except ValueError as exc:
+                self._loop.abort(rid)
+                abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             prompt_tokens = res.num_tokens
         else:
             params = self._params(request.sampling, context)
