@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from splitserve.router.errors import ApiError
@@ -142,3 +144,25 @@ def test_completion_budget() -> None:
     with pytest.raises(ApiError) as info:
         completion_budget(comp, 100, 100)
     assert info.value.param == "prompt" and "context limit of 100" in info.value.message
+
+
+@pytest.mark.parametrize("name,value", [("top_k", 2**31), ("top_k", 10**30),
+                                        ("stop_token_ids", [2**31]), ("prompt", [2**40])])
+def test_integers_beyond_32_bits_are_refused_naming_the_parameter(name: str, value: Any) -> None:
+    body: dict[str, Any] = {"model": "m", "prompt": "hi", name: value}
+    with pytest.raises(ApiError) as err:
+        parse(body, "completions")
+    assert err.value.status == 400 and err.value.param == name
+
+
+@pytest.mark.parametrize("body,endpoint,param", [
+    ({"prompt": "a\ud800b"}, "completions", "prompt"),
+    ({"prompt": "ok", "stop": ["\udfff"]}, "completions", "stop"),
+    ({"messages": [{"role": "user", "content": "\ud800"}]}, "chat", "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "\ud800"}]}]}, "chat",
+     "messages[0].content"),
+])
+def test_lone_surrogates_are_refused_naming_the_parameter(body: dict[str, Any], endpoint: str,
+                                                          param: str) -> None:
+    err = refused({"model": "m", **body}, endpoint)
+    assert err.status == 400 and err.param == param and "surrogate" in err.message

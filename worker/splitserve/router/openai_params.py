@@ -18,6 +18,7 @@ BOTH: frozenset[Endpoint] = frozenset({"completions", "chat"})
 COMPLETIONS: frozenset[Endpoint] = frozenset({"completions"})
 CHAT: frozenset[Endpoint] = frozenset({"chat"})
 MAX_STOP = 4
+MAX_INT32 = 2**31 - 1  # token ids and top_k travel to the workers as 32-bit integers
 CHAT_ROLES = ("system", "developer", "user", "assistant")
 
 
@@ -69,7 +70,7 @@ PARAMETERS: dict[str, Param] = {
     "max_completion_tokens": Param(CHAT, True, "same as max_tokens"),
     "temperature": Param(BOTH, True, "number in [0, 2]; 0 is greedy"),
     "top_p": Param(BOTH, True, "number in [0, 1]; 0 is greedy"),
-    "top_k": Param(BOTH, True, "extension: integer >= 0 (0 = off)"),
+    "top_k": Param(BOTH, True, f"extension: integer in [0, {MAX_INT32}] (0 = off)"),
     "seed": Param(BOTH, True, "integer in [0, 2**63)"),
     "stop": Param(BOTH, True, f"a string or up to {MAX_STOP} strings"),
     "stop_token_ids": Param(BOTH, True, "extension: token ids that end generation"),
@@ -161,10 +162,20 @@ def _bool(body: dict[str, Any], name: str) -> bool:
     return v
 
 
+def _text(v: str, name: str) -> str:
+    """`v` if it is valid Unicode (JSON lets a lone surrogate through as an escape)."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise bad_request(f"{name}: not valid Unicode text (a lone surrogate at index "
+                          f"{exc.start})", name) from None
+    return v
+
+
 def _token_ids(v: Any, name: str) -> tuple[int, ...]:
     if not isinstance(v, list) or not all(isinstance(t, int) and not isinstance(t, bool)
-                                          and t >= 0 for t in v):
-        raise bad_request(f"{name}: expected a list of integers >= 0", name)
+                                          and 0 <= t <= MAX_INT32 for t in v):
+        raise bad_request(f"{name}: expected a list of integers in [0, {MAX_INT32}]", name)
     return tuple(v)
 
 
@@ -178,7 +189,7 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
                           "stop")
     if len(items) > MAX_STOP:
         raise bad_request(f"stop: at most {MAX_STOP} sequences, got {len(items)}", "stop")
-    return tuple(items)
+    return tuple(_text(s, "stop") for s in items)
 
 
 def _prompt(v: Any) -> tuple[str | None, tuple[int, ...] | None]:
@@ -187,7 +198,7 @@ def _prompt(v: Any) -> tuple[str | None, tuple[int, ...] | None]:
     if isinstance(v, str):
         if not v:
             raise bad_request("prompt: expected a non-empty string", "prompt")
-        return v, None
+        return _text(v, "prompt"), None
     if isinstance(v, list) and v and all(isinstance(t, int) and not isinstance(t, bool)
                                          for t in v):
         return None, _token_ids(v, "prompt")
@@ -199,7 +210,7 @@ def _prompt(v: Any) -> tuple[str | None, tuple[int, ...] | None]:
 
 def _content(v: Any, i: int) -> str:
     if isinstance(v, str):
-        return v
+        return _text(v, f"messages[{i}].content")
     if isinstance(v, list):
         parts = []
         for part in v:
@@ -208,7 +219,7 @@ def _content(v: Any, i: int) -> str:
                 raise bad_request(f"messages[{i}].content: only text parts are served",
                                   f"messages[{i}].content")
             parts.append(part["text"])
-        return "".join(parts)
+        return _text("".join(parts), f"messages[{i}].content")
     raise bad_request(f"messages[{i}].content: expected a string or a list of text parts, got "
                       f"{_type_name(v)}", f"messages[{i}].content")
 
@@ -286,7 +297,7 @@ def parse(body: Any, endpoint: Endpoint) -> GenerationRequest:
     return GenerationRequest(
         endpoint=endpoint, model=model, prompt_text=prompt_text, prompt_token_ids=prompt_ids,
         messages=messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-        top_k=_int(body, "top_k", 0) or 0, seed=_int(body, "seed", 0, 2**63),
+        top_k=_int(body, "top_k", 0, MAX_INT32 + 1) or 0, seed=_int(body, "seed", 0, 2**63),
         stop=_stop(body),
         stop_token_ids=() if stop_ids is None else _token_ids(stop_ids, "stop_token_ids"),
         ignore_eos=_bool(body, "ignore_eos"), stream=stream, include_usage=include_usage,

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from splitserve.api import metrics as names
 from splitserve.engine.tokenizer import Tokenizer
-from splitserve.router import responses
+from splitserve.router import openapi, responses
 from splitserve.router.admission import Admission
 from splitserve.router.dispatch import Dispatcher, Finished, Tokens
 from splitserve.router.errors import ApiError, bad_request, unavailable
@@ -31,6 +31,23 @@ from splitserve.worker.metrics import WorkerMetrics
 log = logging.getLogger(__name__)
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_BODY_BYTES = 64 << 20
+VERSION = "0.1.0"
+# (method, path, RouterApp handler); /openapi.json describes each of them
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("POST", "/v1/completions", "completions"),
+    ("POST", "/v1/chat/completions", "chat"),
+    ("GET", "/v1/models", "models"),
+    ("GET", "/v1/models/{model:.+}", "model_card"),
+    ("GET", "/health", "health"),
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/readyz", "health"),
+    ("GET", "/drain", "drain"),
+    ("POST", "/drain", "drain"),
+    ("GET", "/status", "status"),
+    ("GET", "/metrics", "metrics_handler"),
+    ("GET", "/openapi.json", "openapi_doc"),
+)
 PREFIXES = {"completions": "cmpl-", "chat": "chatcmpl-"}
 
 
@@ -64,17 +81,9 @@ class RouterApp:
         self.tpot = LatencyWindow()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 << 20)
-        app.add_routes([
-            web.post("/v1/completions", self.completions),
-            web.post("/v1/chat/completions", self.chat),
-            web.get("/v1/models", self.models),
-            web.get("/v1/models/{model:.+}", self.model_card),
-            web.get("/health", self.health), web.get("/healthz", self.healthz),
-            web.get("/readyz", self.health), web.get("/drain", self.drain),
-            web.post("/drain", self.drain), web.get("/status", self.status),
-            web.get("/metrics", self.metrics_handler),
-        ])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_http_errors])
+        app.add_routes([web.route(method, path, getattr(self, handler))
+                        for method, path, handler in ROUTES])
         return app
 
     # ---- plain endpoints ------------------------------------------------------------------
@@ -87,6 +96,9 @@ class RouterApp:
         if name != self.model.name:
             return _error_response(_unknown_model(name), _new_id("chat"))
         return web.json_response(responses.model_card(name, self.model.created))
+
+    async def openapi_doc(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi.document(VERSION))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"alive": True})
@@ -314,12 +326,35 @@ def _unknown_model(name: str) -> ApiError:
 
 
 async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, f"request body: larger than the limit of {MAX_BODY_BYTES} bytes",
+                       code="request_too_large") from None
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise bad_request("request body is not valid JSON: nested too deeply",
+                          code="invalid_json") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers too long to read
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") \
             from None
+
+
+@web.middleware
+async def _http_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own 4xx answers (unknown path, wrong method) as OpenAI-style errors."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = "not_found" if exc.status == 404 else \
+            "method_not_allowed" if exc.status == 405 else None
+        err = ApiError(exc.status, f"{request.method} {request.path}: {exc.reason}", code=code)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(err.body(), status=exc.status, headers=allow)
 
 
 def _error_response(err: ApiError, rid: str) -> web.Response:
