@@ -180,3 +180,20 @@ def test_pod_template_override_keeps_unknown_fields() -> None:
     override = {"spec": {"hostIPC": True, "containers": [{"name": "worker", "env": []}]}}
     svc = SplitService.model_validate(with_spec(decode__podTemplateOverride=override))
     assert svc.spec.decode.pod_template_override == override
+
+
+@pytest.mark.parametrize("url", ["http://p\u00a0q", "http://p\x0bq", "http://pq\n",
+                                 "http://p q"])
+def test_prometheus_urls_with_any_whitespace_are_refused(url: str) -> None:
+    from splitserve.api.serving import AutoscalingSpec
+
+    with pytest.raises(ValueError, match=r"prometheusUrl|prometheus_url"):
+        AutoscalingSpec.model_validate({"prometheusUrl": url})
+
+
+@pytest.mark.parametrize("value", ["1\n", " 1", 0.5])
+def test_quantities_the_api_server_refuses_are_refused(value: object) -> None:
+    from splitserve.api.pool import ResourceList
+
+    with pytest.raises(ValueError, match="cpu"):
+        ResourceList.model_validate({"cpu": value})

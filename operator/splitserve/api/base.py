@@ -36,8 +36,8 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 
 def parse_quantity(value: object) -> Decimal:
     """The numeric value of a Kubernetes quantity such as `500m`, `2`, `16Gi` or `1e3`."""
-    text = str(value).strip()
-    if isinstance(value, bool) or not _QUANTITY_RE.match(text):
+    text = str(value)
+    if isinstance(value, bool) or not _QUANTITY_RE.fullmatch(text):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 2, 16Gi)")
     suffix, number = "", text
     if not re.fullmatch(r"[+-]?[0-9.]+[eE][+-]?[0-9.]+", text):
@@ -54,7 +54,10 @@ def parse_quantity(value: object) -> Decimal:
 
 def _check_quantity(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"expected a quantity string or number, got {type(value).__name__}")
+        raise ValueError(f"expected a quantity string or integer, got {type(value).__name__}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{value!r}: a fractional quantity must be a string, e.g. '500m' or "
+                         "'0.5'")
     text = str(value)
     if parse_quantity(text) < 0:
         raise ValueError(f"quantity {text!r} must not be negative")

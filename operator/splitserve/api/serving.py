@@ -144,7 +144,7 @@ class AutoscalingSpec(ApiModel):
     enabled: bool = field("Run the built-in autoscaler for this service.", default=False)
     prometheus_url: str | None = field(
         "Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090.",
-        default=None, max_length=2048, pattern=r"^https?://[^\s]+$",
+        default=None, max_length=2048, pattern=r"^https?://[!-~]+$",
     )
     ttft_target_ms: int = field("Time-to-first-token SLO in milliseconds.", default=2000,
                                 ge=1, le=600_000)
