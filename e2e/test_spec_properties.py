@@ -120,7 +120,7 @@ def agree(server: str | None, models: str | None, spec: Any) -> None:
 
 # ---- dry run ------------------------------------------------------------------------------
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=150)
 @given(bad=spoiled(GEN))
 @example(bad=FOUND[0])
 @example(bad=FOUND[1])
@@ -135,7 +135,7 @@ def test_spoiled_specs_are_refused_naming_the_field(env: Env, bad: Spoiled) -> N
         assert bad.field in server, f"{bad.how} at {'.'.join(bad.path)}: {server}"
 
 
-@settings(FUZZ, max_examples=150)
+@settings(FUZZ, max_examples=100)
 @given(spec=GEN.object(GEN.root))
 def test_generated_specs_get_the_same_verdict_from_server_and_models(
         env: Env, spec: dict[str, Any]) -> None:
@@ -183,7 +183,7 @@ def operator_healthy(env: Env) -> None:
     assert "Traceback" not in log, f"the operator logged a traceback:\n{log[-6000:]}"
 
 
-@settings(FUZZ, max_examples=10)
+@settings(FUZZ, max_examples=8)
 @given(spec=GEN.object(GEN.root).map(cheap))
 def test_accepted_specs_are_reconciled_and_the_operator_survives(
         env: Env, spec: dict[str, Any]) -> None:
