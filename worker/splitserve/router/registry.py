@@ -55,7 +55,7 @@ class Registry:
 
     def record_stats(self, address: str, *, running: int, waiting: int,
                      queued_prompt_tokens: int, kv_blocks_used: int, kv_blocks_total: int,
-                     draining: bool) -> None:
+                     draining: bool, weights_digest: str = "") -> None:
         for workers in self._workers.values():
             state = workers.get(address)
             if state is not None:
@@ -63,7 +63,7 @@ class Registry:
                 state.load = dataclasses.replace(
                     state.load, running=running, waiting=waiting,
                     queued_prompt_tokens=queued_prompt_tokens, kv_blocks_used=kv_blocks_used,
-                    kv_blocks_total=kv_blocks_total)
+                    kv_blocks_total=kv_blocks_total, model=weights_digest)
 
     def mark_down(self, address: str) -> None:
         for workers in self._workers.values():
