@@ -3,7 +3,8 @@
 Discovery sets the endpoints; the stats poller records each worker's Stats reply or marks it
 down; the dispatcher marks a worker down the moment a call to it fails as unavailable and
 counts its own in-flight requests. A worker is offered for new work when discovery lists it,
-its last poll succeeded (or none ran yet and it was never marked down) and it is not draining.
+its last poll succeeded and it is not draining: a worker is first polled before it gets work,
+so its load and the checkpoint it serves are known when it is paired.
 """
 
 from __future__ import annotations
@@ -89,13 +90,13 @@ class Registry:
         return [dataclasses.replace(s.load, inflight=self._inflight.get(a, 0),
                                     inflight_prompt_tokens=self._inflight_tokens.get(a, 0))
                 for a, s in sorted(self._check_role(role).items())
-                if s.up and not s.draining and a not in skip]
+                if s.up and s.polled and not s.draining and a not in skip]
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per role: known, available, running and waiting sequences, queued prompt tokens."""
         out = {}
         for role, workers in self._workers.items():
-            ready = [s for s in workers.values() if s.up and not s.draining]
+            ready = [s for s in workers.values() if s.up and s.polled and not s.draining]
             out[role] = {
                 "known": len(workers), "ready": len(ready),
                 "running": sum(s.load.running for s in ready),
