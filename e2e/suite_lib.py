@@ -7,9 +7,11 @@ import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dataplane_lib import ENGINE, MAX_CONTEXT, scrape
 from openai import APITimeoutError, OpenAI
 from operator_lib import kubectl, wait_for
@@ -303,3 +305,51 @@ def children(suite: Suite) -> list[str]:
     out = suite.kubectl("get", CHILD_KINDS, "-l", f"splitserve.io/service={NAME}", "-o",
                         "name")
     return list(out.stdout.split())
+
+
+def install_operator(suite: Suite, cluster: Any, *extra: str) -> None:
+    """`helm install` of the chart with the operator image built from this tree, watching only
+    the suite's namespace; `extra` are more helm arguments."""
+    from chart_lib import CHART, helm, operator_image
+
+    repository, tag = operator_image(cluster)
+    helm(suite.kubeconfig, "install", suite.release, str(CHART), "-n", suite.namespace,
+         "--set", "watch.scope=namespaces", "--set", f"image.repository={repository}",
+         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", "resources.requests.cpu=10m", *extra, "--wait", "--timeout", "180s")
+    dep = json.loads(suite.kubectl("get", "deployment", suite.operator, "-o", "json").stdout)
+    assert dep["status"].get("readyReplicas") == 1, dep["status"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--namespace={suite.namespace}" in args  # scoped to the suite's namespace
+
+
+def apply_service(suite: Suite, image: str, model_dir: Path, routers: int = 1
+                  ) -> dict[str, str]:
+    """Applies the service and waits until `kubectl get splitservices` shows it Ready with its
+    endpoint, every pod is Ready and the router sees every worker; sets `suite.base_url`;
+    returns the printed row."""
+    from test_serving import printed_row
+
+    doc = manifest(suite.namespace, image, str(model_dir))
+    doc["spec"]["router"]["replicas"] = routers
+    suite.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                  stdin=yaml.safe_dump(doc))
+
+    def ready() -> dict[str, str] | None:
+        row = printed_row(suite.kubeconfig, suite.namespace)
+        return row if row and row.get("READY") == "True" and row.get("ENDPOINT") else None
+
+    try:
+        row: dict[str, str] = wait_for("SplitService Ready in kubectl get splitservices",
+                                       ready, 600, 1.0)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{suite.diagnose()}") from exc
+    assert row["ENDPOINT"] == f"{NAME}.{suite.namespace}.svc:8000"
+    for role, count in (("prefill", REPLICAS), ("decode", REPLICAS), ("router", routers)):
+        wait_for(f"{count} {role} pods Ready",
+                 lambda r=role, c=count: len(suite.ready_pods(r)) == c, 120, 1.0)
+    svc = json.loads(suite.kubectl("get", "service", NAME, "-o", "json").stdout)
+    suite.base_url = f"http://{svc['spec']['clusterIP']}:8000"
+    wait_for("the router to see every worker", lambda: suite.pool_counts() == {
+        "prefill": REPLICAS, "decode": REPLICAS}, 120, 0.5)
+    return row

@@ -26,7 +26,6 @@ Request counts and step durations are printed in the terminal report ([suite] li
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_lib import CHART, crds_exist, helm, operator_image
+from chart_lib import crds_exist, helm
 from dataplane_lib import (
     ensure_image,
     metric_sum,
@@ -52,10 +51,11 @@ from suite_lib import (
     REPLICAS,
     LoadRunner,
     Suite,
+    apply_service,
     assert_clean,
     autoscaling_patch,
     children,
-    manifest,
+    install_operator,
     model_paths,
     node_address,
     node_pressure,
@@ -65,7 +65,6 @@ from suite_lib import (
     report,
     wait_free_gpus,
 )
-from test_serving import printed_row
 
 from splitserve.api import metrics as names
 from splitserve.engine.loader import weights_digest
@@ -125,17 +124,8 @@ def client(suite: Suite) -> OpenAI:
 
 
 def test_1_helm_install_runs_the_operator(suite: Suite, cluster: Any) -> None:
-    repository, tag = operator_image(cluster)
     started = time.monotonic()
-    helm(suite.kubeconfig, "install", suite.release, str(CHART), "-n", suite.namespace,
-         "--set", "watch.scope=namespaces", "--set", f"image.repository={repository}",
-         "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-         "--set", "resources.requests.cpu=10m",
-         "--set", f"operator.extraArgs={AUTOSCALER_ARGS}", "--wait", "--timeout", "180s")
-    dep = json.loads(suite.kubectl("get", "deployment", suite.operator, "-o", "json").stdout)
-    assert dep["status"].get("readyReplicas") == 1, dep["status"]
-    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--namespace={suite.namespace}" in args  # scoped to the suite's namespace
+    install_operator(suite, cluster, "--set", f"operator.extraArgs={AUTOSCALER_ARGS}")
     suite.timings["install"] = time.monotonic() - started
 
 
@@ -146,25 +136,7 @@ def test_2_apply_brings_the_service_ready(suite: Suite, cluster: Any,
     if image.built:
         report(pytestconfig, f"built {image.name} in {image.seconds:.0f}s")
     started = time.monotonic()
-    suite.kubectl("apply", "--server-side", "--field-manager=e2e", "-f", "-",
-                  stdin=yaml.safe_dump(manifest(suite.namespace, image.name,
-                                                str(tiny_model_dir()))))
-
-    def ready() -> dict[str, str] | None:
-        row = printed_row(suite.kubeconfig, suite.namespace)
-        return row if row and row.get("READY") == "True" and row.get("ENDPOINT") else None
-
-    try:
-        row = wait_for("SplitService Ready in kubectl get splitservices", ready, 600, 1.0)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{suite.diagnose()}") from exc
-    assert row["ENDPOINT"] == f"{NAME}.{suite.namespace}.svc:8000"
-    for role, count in (("prefill", REPLICAS), ("decode", REPLICAS), ("router", 1)):
-        assert len(suite.ready_pods(role)) == count, (role, suite.diagnose())
-    svc = json.loads(suite.kubectl("get", "service", NAME, "-o", "json").stdout)
-    suite.base_url = f"http://{svc['spec']['clusterIP']}:8000"
-    wait_for("the router to see every worker", lambda: suite.pool_counts() == {
-        "prefill": REPLICAS, "decode": REPLICAS}, 120, 0.5)
+    row = apply_service(suite, image.name, tiny_model_dir())
     suite.timings["apply->ready"] = time.monotonic() - started
     report(pytestconfig, f"kubectl get splitservices: {row}")
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PREFILL_GRACE_S = 0.5  # after a failed Prefill, time for decode's own error to surface first
 NO_ROOM_BACKOFF_MIN_S = 0.05
 NO_ROOM_BACKOFF_MAX_S = 0.5
+NO_WORKER_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class DispatchOptions:
     reserve_timeout_s: float = 10.0
     reservation_timeout_ms: int = 30_000
     no_room_wait_s: float = 30.0  # how long a request waits for decode KV room
+    # how long a request waits for a decode worker when none is available: covers the moment
+    # in a roll or a replacement between the last old worker draining and the router's first
+    # poll of its successor; with no decode worker at all it then fails with a retryable 503
+    no_worker_wait_s: float = 2.0
     compression: str = "COMPRESSION_NONE"  # a kvtransfer Compression enum name
     chunk_blocks: int = 0
 
@@ -109,6 +114,7 @@ class Dispatcher:
         excluded: dict[str, set[str]] = {"decode": set(), "prefill": set()}
         attempt = 0
         waits_until = time.monotonic() + self._options.no_room_wait_s
+        no_worker_until = time.monotonic() + self._options.no_worker_wait_s
         backoff = NO_ROOM_BACKOFF_MIN_S / 2
         model: str | None = None  # pinned once tokens of one checkpoint reached the client
         while True:
@@ -137,6 +143,10 @@ class Dispatcher:
                     attempt -= 1  # a full KV cache is back-pressure, not a failure: wait
                     backoff = min(NO_ROOM_BACKOFF_MAX_S, backoff * 2)
                     await asyncio.sleep(backoff)
+                    continue
+                if f.kind == "no_decode" and time.monotonic() < no_worker_until:
+                    attempt -= 1  # a successor may be joining the pool: wait for it briefly
+                    await asyncio.sleep(NO_WORKER_POLL_S)
                     continue
                 if f.worker:
                     excluded[f.role].add(f.worker)
