@@ -287,7 +287,8 @@ async def open_loop(run: Run, shapes: list[Shape], rate: float, args: argparse.N
                 lat = latency([r for r in records if next_report - args.bin <= r.sent_at])
                 mem = " ".join(f"{k} {v / 2**20:.0f}" for k, v in samples[-1].rss.items())
                 say(f"{t / 60:5.1f} min: sent {c['sent']} completed {c['completed']} failed "
-                    f"{c['failed']} lost {c['lost']} in flight {c['in_flight']} | last bin "
+                    f"{c['failed']} hung {c['hung']} truncated {c['truncated']} in flight "
+                    f"{c['in_flight']} | last bin "
                     f"TTFT p50/p99 {lat['ttft_p50_ms']}/{lat['ttft_p99_ms']} ms e2e p99 "
                     f"{lat['e2e_p99_ms']} ms | RSS MiB {mem}")
                 next_report += args.bin
