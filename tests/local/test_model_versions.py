@@ -54,8 +54,7 @@ def colocated(model: Path) -> str:
         dtype="float32", device="cpu", num_blocks=64, max_num_seqs=4,
         max_num_batched_tokens=512, max_model_len=1024))
     params = SamplingParams(max_tokens=MAX_TOKENS, ignore_eos=True)
-    text: str = engine.generate([PROMPT], params)[0].text
-    return text
+    return str(engine.generate([PROMPT], params)[0].text)
 
 
 @pytest.fixture(scope="module")
