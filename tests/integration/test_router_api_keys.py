@@ -1,6 +1,7 @@
-"""API keys on a real router process: /v1/* answers 401 (OpenAI-style body) without a key or
-with a wrong one, serves with an accepted key (raw HTTP and the official `openai` client),
-keeps health and metrics open, and picks up a rotated key file without a restart."""
+"""API keys on a real router process: /v1/* (and any path but the probes') answers 401 with an
+OpenAI-style body without a key or with a wrong one, serves with an accepted key (raw HTTP and
+the official `openai` client), keeps health and metrics open, and picks up a rotated key file
+without a restart."""
 
 from __future__ import annotations
 
@@ -96,6 +97,8 @@ def test_requests_without_an_accepted_key_get_401(router_url: str, key: str | No
         assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
         want = "missing API key" if not key else "invalid API key"
         assert error["message"].startswith(want), error
+    # deny by default: a path the router does not serve answers 401 too, not 404
+    assert get(router_url, "/v2/models", key)[0] == 401
 
 
 def test_an_accepted_key_is_served(router_url: str, reference: LLMEngine) -> None:

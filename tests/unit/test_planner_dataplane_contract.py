@@ -209,7 +209,8 @@ def test_read_only_root_leaves_home_and_caches_writable(
     tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert not tmp.get("readOnly")
-    for name in ("HOME", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+    for name in ("HOME", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
+                 "HF_HOME"):
         assert env[name].startswith("/tmp"), name
 
 

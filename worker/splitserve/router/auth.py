@@ -1,4 +1,5 @@
-"""API keys on the router: `/v1/*` needs `Authorization: Bearer <key>` with a key from a file.
+"""API keys on the router: every path but the probes' and scrapers' (`OPEN_PATHS`) needs
+`Authorization: Bearer <key>` with a key from a file.
 
 The file lists one key per line (blank lines and `#` comments ignored). It is re-read when it
 changes, so a Secret mounted as a directory rotates keys without a restart; a file that cannot
@@ -16,7 +17,8 @@ from splitserve.router.errors import ApiError
 
 log = logging.getLogger(__name__)
 
-PROTECTED_PREFIX = "/v1/"
+# kubelet probes, the preStop drain and Prometheus carry no credentials
+OPEN_PATHS = frozenset({"/health", "/healthz", "/readyz", "/drain", "/status", "/metrics"})
 
 
 def parse_keys(text: str) -> frozenset[bytes]:

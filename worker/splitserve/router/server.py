@@ -19,7 +19,7 @@ from splitserve.api import metrics as names
 from splitserve.engine.tokenizer import Tokenizer
 from splitserve.router import responses
 from splitserve.router.admission import Admission
-from splitserve.router.auth import PROTECTED_PREFIX, ApiKeys
+from splitserve.router.auth import OPEN_PATHS, ApiKeys
 from splitserve.router.dispatch import Dispatcher, Finished, Tokens
 from splitserve.router.errors import ApiError, bad_request, unavailable
 from splitserve.router.openai_params import Endpoint, GenerationRequest, completion_budget, parse
@@ -83,8 +83,9 @@ class RouterApp:
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """API keys on the OpenAI endpoints; health, drain, status and metrics stay open."""
-        if self.api_keys is not None and request.path.startswith(PROTECTED_PREFIX):
+        """API keys on the OpenAI endpoints (and any unknown path); health, drain, status and
+        metrics stay open."""
+        if self.api_keys is not None and request.path not in OPEN_PATHS:
             err = self.api_keys.check(request.headers.get("Authorization"))
             if err is not None:
                 self.metrics.inc(names.ROUTER_ERRORS, reason=err.code or err.type)
