@@ -4,8 +4,10 @@ Disaggregated: Reserve on decode, then Prefill on prefill (pushing KV into the r
 while decode's Generate waits on that reservation and streams. Local: Generate on decode with
 the prompt. A worker that fails or drains mid-request is retried elsewhere within the budget;
 the retry resumes from prompt + tokens already streamed with the remaining max_tokens, so the
-client never sees a token twice. Cancelling the consuming task cancels the gRPC calls, which
-makes the workers abort the request and free its KV blocks.
+client never sees a token twice. Every attempt pairs workers of one checkpoint (weights digest),
+and a resumed request stays on the checkpoint that produced its first tokens, so no answer
+mixes two model versions while a roll replaces one with the other. Cancelling the consuming
+task cancels the gRPC calls, which makes the workers abort the request and free its KV blocks.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Finished:
     text: str | None  # the worker's final text; None when the request was resumed
     attempts: int = 1
     remote_prefill: bool = False
+    model: str = ""  # weights digest of the checkpoint that generated the answer
 
 
 class _Failed(Exception):
@@ -107,6 +110,7 @@ class Dispatcher:
         attempt = 0
         waits_until = time.monotonic() + self._options.no_room_wait_s
         backoff = NO_ROOM_BACKOFF_MIN_S / 2
+        model: str | None = None  # pinned once tokens of one checkpoint reached the client
         while True:
             attempt += 1
             remaining = sampling.max_tokens - len(generated)
@@ -115,15 +119,16 @@ class Dispatcher:
             params.max_tokens = remaining
             try:
                 job = self._plan(f"{request_id}-r{attempt - 1}" if attempt > 1 else request_id,
-                                 prompt + generated, params, excluded)
+                                 prompt + generated, params, excluded, model)
                 async for item in self._attempt(job):
                     if isinstance(item, Finished):
-                        item.attempts = attempt
+                        item.attempts, item.model = attempt, job.decode.model
                         if attempt > 1:
                             item.text = None
                         yield item
                         return
                     generated.extend(item.token_ids)
+                    model = job.decode.model
                     yield item
                 raise _Failed("internal", "the worker ended the stream without finishing",
                               job.decode.address, "decode")
@@ -145,15 +150,21 @@ class Dispatcher:
                 self._metrics.inc(names.ROUTER_RETRIES, reason=f.kind)
 
     def _plan(self, request_id: str, prompt: list[int], params: pb.SamplingParams,
-              excluded: dict[str, set[str]]) -> _Attempt:
+              excluded: dict[str, set[str]], model: str | None = None) -> _Attempt:
         # a worker excluded after a failure is tried again only if it is the last one up
         # (a dead one is marked down by then and never offered)
         decodes = self._registry.available("decode", excluded["decode"]) \
             or self._registry.available("decode")
+        if model is not None:
+            decodes = [w for w in decodes if w.model == model]
         decode = self._picker.decode(decodes, len(prompt))
         if decode is None:
+            if model is not None:
+                raise _Failed("no_decode", "no decode worker serves the checkpoint that "
+                              f"began this request (weights {model[:12] or 'unknown'})")
             raise _Failed("no_decode", "no decode worker is available")
-        prefills = self._registry.available("prefill", excluded["prefill"])
+        prefills = [w for w in self._registry.available("prefill", excluded["prefill"])
+                    if w.model == decode.model]
         plan = plan_prefill(len(prompt), self._options.short_prompt_threshold, bool(prefills),
                             bool(excluded["prefill"]))
         prefill = self._picker.prefill(prefills) if plan.remote else None
@@ -165,7 +176,7 @@ class Dispatcher:
 
     def _to_api_error(self, f: _Failed) -> ApiError:
         if f.kind == "no_decode":
-            return unavailable("no decode worker is available; retry later", "no_decode_worker")
+            return unavailable(f"{f.message}; retry later", "no_decode_worker")
         if f.kind == "invalid":
             return ApiError(400, f.message, code="invalid_request")
         if f.kind == "timeout":

@@ -76,7 +76,8 @@ class StatsPoller:
         self._registry.record_stats(
             address, running=s.running, waiting=s.waiting,
             queued_prompt_tokens=s.queued_prompt_tokens, kv_blocks_used=s.kv_blocks_used,
-            kv_blocks_total=s.kv_blocks_total, draining=s.draining)
+            kv_blocks_total=s.kv_blocks_total, draining=s.draining,
+            weights_digest=s.weights_digest)
 
     async def run(self) -> None:
         while True:
