@@ -157,6 +157,20 @@ def test_the_operator_deployment_passes_restricted(kubeconfig: str, psa_namespac
         assert "Warning" not in out.stderr, (source, out.stderr)
 
 
+def apply_service(kubeconfig: str, doc: dict[str, Any]) -> None:
+    """Applies `doc` under this tree's CRDs. The CRDs are shared by every session on the
+    cluster, and one applied from a tree without `router.apiKeySecret` makes the API server
+    refuse the field; the CRDs are installed again until the apply goes through."""
+    def applied() -> bool:
+        install_crds(kubeconfig)
+        out = kubectl(kubeconfig, "apply", "--server-side", "--field-manager=e2e", "-f", "-",
+                      stdin=yaml.safe_dump(doc), check=False)
+        assert out.returncode == 0 or "field not declared in schema" in out.stderr, out.stderr
+        return out.returncode == 0
+
+    wait_for("the SplitService applied under this tree's CRDs", applied, 120, 1.0)
+
+
 def router_pods(kubeconfig: str, namespace: str) -> list[dict[str, Any]]:
     out = kubectl(kubeconfig, "get", "pods", "-n", namespace, "-l",
                   f"splitserve.io/service={NAME},splitserve.io/role=router", "-o", "json")
@@ -171,7 +185,6 @@ def served(cluster: Any, kubeconfig: str, psa_namespace: str, pytestconfig: pyte
     image = ensure_image(cluster)
     if image.built:
         report(pytestconfig, f"built {image.name} in {image.seconds:.0f}s")
-    install_crds(kubeconfig)
     workdir = tmp_path_factory.mktemp("operator")
     identity, _ = operator_identity(kubeconfig, namespace, workdir)
     operator = OperatorProcess(identity, workdir / "operator.log", ("--namespace", namespace))
@@ -183,7 +196,7 @@ def served(cluster: Any, kubeconfig: str, psa_namespace: str, pytestconfig: pyte
     try:
         apply(kubeconfig, *model_volume(namespace), keys)
         applied = time.monotonic()
-        apply(kubeconfig, manifest(namespace, image.name))
+        apply_service(kubeconfig, manifest(namespace, image.name))
 
         def ready() -> dict[str, Any] | None:
             assert operator.alive(), operator.log()
@@ -204,13 +217,11 @@ def served(cluster: Any, kubeconfig: str, psa_namespace: str, pytestconfig: pyte
 
         def keys_enforced() -> str | None:
             """The serving router pod's IP once it runs with the API keys."""
-            # The CRDs are shared by every session on the cluster: one applied from a tree
-            # without `router.apiKeySecret` prunes the field on write. Put it back if so.
+            # a write under another session's older CRD prunes the field: put it back
             svc = json.loads(kubectl(kubeconfig, "get", "splitservice", NAME, "-n", namespace,
                                      "-o", "json").stdout)
             if "apiKeySecret" not in svc["spec"]["router"]:
-                install_crds(kubeconfig)
-                apply(kubeconfig, manifest(namespace, image.name))
+                apply_service(kubeconfig, manifest(namespace, image.name))
                 return None
             pods = [p for p in router_pods(kubeconfig, namespace)
                     if not p["metadata"].get("deletionTimestamp")]
@@ -249,8 +260,10 @@ def test_service_serves_with_the_api_key(served: Served) -> None:
     with pytest.raises(openai.AuthenticationError) as err:
         refused.completions.create(model=NAME, prompt=PROMPT, max_tokens=12)
     assert err.value.status_code == 401 and err.value.code == "invalid_api_key"
+    # the client's own retries honour a 503's Retry-After: on this shared two-core machine a
+    # stats poll of a busy worker can time out and take it out of rotation for a moment
     client = openai.OpenAI(base_url=served.base_url + "/v1", api_key=served.api_key,
-                           max_retries=0, timeout=60)
+                           max_retries=5, timeout=60)
     done = client.completions.create(model=NAME, prompt=PROMPT, max_tokens=12, temperature=0,
                                      extra_body={"ignore_eos": True})
     assert done.choices[0].text == want
