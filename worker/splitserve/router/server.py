@@ -19,6 +19,7 @@ from splitserve.api import metrics as names
 from splitserve.engine.tokenizer import Tokenizer
 from splitserve.router import responses
 from splitserve.router.admission import Admission
+from splitserve.router.auth import OPEN_PATHS, ApiKeys
 from splitserve.router.dispatch import Dispatcher, Finished, Tokens
 from splitserve.router.errors import ApiError, bad_request
 from splitserve.router.openai_params import Endpoint, GenerationRequest, completion_budget, parse
@@ -55,8 +56,10 @@ class _Outcome:
 
 class RouterApp:
     def __init__(self, model: ModelInfo, registry: Registry, dispatcher: Dispatcher,
-                 admission: Admission, metrics: WorkerMetrics, drain_timeout_s: float) -> None:
+                 admission: Admission, metrics: WorkerMetrics, drain_timeout_s: float,
+                 api_keys: ApiKeys | None = None) -> None:
         self.model = model
+        self.api_keys = api_keys
         self.registry = registry
         self.dispatcher = dispatcher
         self.admission = admission
@@ -67,7 +70,10 @@ class RouterApp:
         self.tpot = LatencyWindow()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=64 << 20, middlewares=[self._close_if_draining])
+        middlewares: list[Any] = [self._close_if_draining]  # outermost first
+        if self.api_keys is not None:
+            middlewares.append(self._authenticate)
+        app = web.Application(client_max_size=64 << 20, middlewares=middlewares)
         app.add_routes([
             web.post("/v1/completions", self.completions),
             web.post("/v1/chat/completions", self.chat),
@@ -79,6 +85,20 @@ class RouterApp:
             web.get("/metrics", self.metrics_handler),
         ])
         return app
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """API keys on the OpenAI endpoints (and any unknown path); health, drain, status and
+        metrics stay open."""
+        if self.api_keys is not None and request.path not in OPEN_PATHS:
+            err = self.api_keys.check(request.headers.get("Authorization"))
+            if err is not None:
+                self.metrics.inc(names.ROUTER_ERRORS, reason=err.code or err.type)
+                log.info("%s %s: %d %s", request.method, request.path, err.status, err.message)
+                refused = _error_response(err, _new_id("completions"))
+                refused.headers["WWW-Authenticate"] = "Bearer"
+                return refused
+        return await handler(request)
 
     @web.middleware
     async def _close_if_draining(self, request: web.Request, handler: Handler
