@@ -109,12 +109,17 @@ def image_size(name: str) -> int:
     return int(size * scale)
 
 
-def tiny_model_dir() -> Path:
-    """The built-in tiny checkpoint in a directory the pods read through a hostPath (the node
-    is this machine); readable by the pods' non-root user."""
+def tiny_model_dir(revision: int = 0) -> Path:
+    """The built-in tiny checkpoint (or a later `revision` of it: same tokenizer, other
+    weights) in a directory the pods read through a hostPath (the node is this machine);
+    readable by the pods' non-root user."""
+    from dataclasses import replace
+
     from splitserve.engine.tiny_model import SIZES, ensure_model
 
-    path = ensure_model(CACHE / "e2e" / "models" / "tiny-llama-s0", SIZES["tiny"])
+    name = "tiny-llama-s0" + (f"-r{revision}" if revision else "")
+    path = ensure_model(CACHE / "e2e" / "models" / name, replace(SIZES["tiny"],
+                                                                   revision=revision))
     path.chmod(0o755)
     for item in path.iterdir():
         item.chmod(item.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)

@@ -1,4 +1,5 @@
-"""A real Prometheus for tests: installed by install.sh, scraping given targets on loopback."""
+"""A real Prometheus for tests: installed by install.sh, scraping given targets (on loopback
+unless told to listen where pods can reach it)."""
 
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, every: float = 0
 class PrometheusServer:
     def __init__(self, binary: Path, workdir: Path, targets: list[str],
                  scrape_interval: str = "1s",
-                 jobs: list[dict[str, object]] | None = None) -> None:
+                 jobs: list[dict[str, object]] | None = None, host: str = "127.0.0.1") -> None:
         """Scrapes `targets` keeping their labels; `jobs` replaces that with scrape configs
-        of one's own."""
+        of one's own. Listens on `host`."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         config = workdir / "prometheus.yml"
         config.write_text(json.dumps({  # JSON is YAML
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": "1s"},
@@ -61,7 +62,7 @@ class PrometheusServer:
         self.log = (workdir / "prometheus.log").open("w")
         self.proc = subprocess.Popen(
             [str(binary), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
+             f"--web.listen-address={host}:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT)
         try:
             wait_for(self._ready, 60, "Prometheus to become ready")

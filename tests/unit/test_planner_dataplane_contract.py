@@ -209,5 +209,37 @@ def test_read_only_root_leaves_home_and_caches_writable(
     tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert not tmp.get("readOnly")
-    for name in ("HOME", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+    for name in ("HOME", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR",
+                 "HF_HOME"):
         assert env[name].startswith("/tmp"), name
+
+
+def test_router_with_api_keys_reads_the_mounted_secret(tmp_path: Path) -> None:
+    objs = plan_service(service(router={"apiKeySecret": {"name": "llama-keys",
+                                                         "key": "accepted"}}))
+    config_file = tmp_path / CONFIG_KEY
+    config_file.write_text(by_kind(objs)[("ConfigMap", "llama-config")]["data"][CONFIG_KEY])
+    router = pod_of(by_kind(objs)[("Deployment", "llama-router")])
+    (container,) = router["containers"]
+    cfg = router_config.from_args(localized(container["args"][1:], config_file),
+                                  environment(container))
+    keys = Path(cfg.api_keys_file)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(keys.parent)]
+    assert mount["readOnly"] and "subPath" not in mount  # subPath mounts never refresh
+    (volume,) = [v for v in router["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"] == {"secretName": "llama-keys",
+                                "items": [{"key": "accepted", "path": keys.name}]}
+    # the workers never see the keys
+    for role in ("prefill", "decode"):
+        pod = worker_pod(objs, role)
+        assert all(v.get("secret", {}).get("secretName") != "llama-keys"
+                   for v in pod["volumes"])
+
+
+def test_router_without_api_keys_requires_none(
+        rendered: tuple[list[dict[str, Any]], Path]) -> None:
+    objs, config_file = rendered
+    (container,) = pod_of(by_kind(objs)[("Deployment", "llama-router")])["containers"]
+    cfg = router_config.from_args(localized(container["args"][1:], config_file),
+                                  environment(container))
+    assert cfg.api_keys_file == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ def name(w: WorkerLoad | None) -> str:
     return w.address
 
 
-def load(addr: str, **kw: int) -> WorkerLoad:
+def load(addr: str, **kw: Any) -> WorkerLoad:
     return WorkerLoad(addr, **kw)
 
 

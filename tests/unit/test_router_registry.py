@@ -23,6 +23,9 @@ def stats(reg: Registry, addr: str, **kw: int | bool) -> None:
 def test_registry_availability_follows_polls_and_drain() -> None:
     reg = Registry()
     reg.set_endpoints("decode", ["a:1", "b:1"])
+    assert reg.available("decode") == []  # no work before the first poll
+    stats(reg, "a:1")
+    stats(reg, "b:1")
     assert [w.address for w in reg.available("decode")] == ["a:1", "b:1"]
     reg.mark_down("a:1")
     assert [w.address for w in reg.available("decode")] == ["b:1"]

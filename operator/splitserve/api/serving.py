@@ -29,6 +29,21 @@ class RouterResources(ApiModel):
     limits: ResourceList | None = field("Maximum resources used.", default=None)
 
 
+class ApiKeySecret(ApiModel):
+    """Where the router's accepted API keys live."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "description": "A Secret in the service's namespace holding the API keys the router "
+                       "accepts (one per line in one of its keys); clients send "
+                       "`Authorization: Bearer <key>` on /v1/*.",
+    })
+    name: str = field("Name of the Secret.", max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    key: str = field("Key in the Secret whose value lists the accepted API keys, one per line "
+                     "(blank lines and lines starting with # are ignored).",
+                     default="api-keys", min_length=1, max_length=253,
+                     pattern=r"^[-._a-zA-Z0-9]+$")
+
+
 class RouterSpec(ApiModel):
     """The OpenAI-compatible front door."""
 
@@ -53,6 +68,10 @@ class RouterSpec(ApiModel):
                              ge=0, le=10)
     resources: RouterResources = field("Router container resources.",
                                        default_factory=RouterResources)
+    api_key_secret: ApiKeySecret | None = field(
+        "API keys required on /v1/* (401 without one); unset serves without keys. Health and "
+        "metrics endpoints stay open. Changes to the Secret apply without a restart.",
+        default=None)
 
 
 class Compression(StrEnum):

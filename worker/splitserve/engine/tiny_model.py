@@ -42,6 +42,8 @@ class TinySpec:
     rope_scaling: bool = False
     rope_theta: float = 10000.0
     seed: int = 0
+    # a later version of the same model: same tokenizer and shapes, other weights (0 = first)
+    revision: int = 0
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -56,6 +58,8 @@ class TinySpec:
                 f"num_kv_heads={self.num_kv_heads}: heads must divide hidden and kv heads "
                 "must divide heads"
             )
+        if self.revision < 0:
+            raise ValueError(f"revision={self.revision}: expected 0 or more")
         if self.vocab_size < 300:
             raise ValueError(f"vocab_size={self.vocab_size}: expected at least 300")
 
@@ -107,7 +111,7 @@ def hf_config(spec: TinySpec) -> dict[str, Any]:
 
 
 def make_weights(spec: TinySpec) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng([spec.seed, spec.revision] if spec.revision else spec.seed)
     h, inter = spec.hidden_size, spec.intermediate_size
     head_dim = h // spec.num_heads
     q_out, kv_out = spec.num_heads * head_dim, spec.num_kv_heads * head_dim
@@ -203,7 +207,10 @@ def write_model(out_dir: str | Path, spec: TinySpec) -> Path:
 
 
 def _marker(spec: TinySpec) -> dict[str, Any]:
-    return {"maker_version": MAKER_VERSION, **asdict(spec)}
+    fields = asdict(spec)
+    if not spec.revision:
+        del fields["revision"]  # first versions keep the marker they always had
+    return {"maker_version": MAKER_VERSION, **fields}
 
 
 def ensure_model(out_dir: str | Path, spec: TinySpec) -> Path:
@@ -237,11 +244,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--rope-scaling", action="store_true", help="llama3 rope scaling")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--revision", type=int, default=0,
+                        help="a later version of the model: same tokenizer, other weights")
     return parser.parse_args(argv)
 
 
 def spec_from_args(args: argparse.Namespace) -> TinySpec:
-    spec = replace(SIZES[args.size], seed=args.seed, rope_scaling=args.rope_scaling)
+    spec = replace(SIZES[args.size], seed=args.seed, rope_scaling=args.rope_scaling,
+                   revision=args.revision)
     if args.arch:
         spec = replace(spec, arch=args.arch)
     if args.kv_heads:

@@ -48,6 +48,7 @@ class RouterConfig:
     drain_timeout_s: float
     tls_dir: str  # the workers' certificate files (mTLS); empty = plaintext gRPC
     tls_server_name: str
+    api_keys_file: str  # accepted API keys, one per line; empty = no keys required
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,6 +82,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-dir", help="tls.crt, tls.key and ca.crt of the workers' gRPC (mTLS); "
                    "empty = plaintext")
     p.add_argument("--tls-server-name", help="name in the workers' certificate")
+    p.add_argument("--api-keys-file", help="file of accepted API keys, one per line, re-read "
+                   "when it changes; /v1/* then needs `Authorization: Bearer <key>`")
     return p
 
 
@@ -130,6 +133,7 @@ def from_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Rout
         drain_timeout_s=float(_pick(a.drain_timeout, e("DRAIN_TIMEOUT"), 30.0)),
         tls_dir=_pick(a.tls_dir, e("TLS_DIR")) or "",
         tls_server_name=_pick(a.tls_server_name, e("TLS_SERVER_NAME"), "splitserve-worker"),
+        api_keys_file=_pick(a.api_keys_file, e("API_KEYS_FILE")) or "",
     )
     _validate(cfg)
     return cfg

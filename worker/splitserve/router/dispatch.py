@@ -4,8 +4,10 @@ Disaggregated: Reserve on decode, then Prefill on prefill (pushing KV into the r
 while decode's Generate waits on that reservation and streams. Local: Generate on decode with
 the prompt. A worker that fails or drains mid-request is retried elsewhere within the budget;
 the retry resumes from prompt + tokens already streamed with the remaining max_tokens, so the
-client never sees a token twice. Cancelling the consuming task cancels the gRPC calls, which
-makes the workers abort the request and free its KV blocks.
+client never sees a token twice. Every attempt pairs workers of one checkpoint (weights digest),
+and a resumed request stays on the checkpoint that produced its first tokens, so no answer
+mixes two model versions while a roll replaces one with the other. Cancelling the consuming
+task cancels the gRPC calls, which makes the workers abort the request and free its KV blocks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 PREFILL_GRACE_S = 0.5  # after a failed Prefill, time for decode's own error to surface first
 NO_ROOM_BACKOFF_MIN_S = 0.05
 NO_ROOM_BACKOFF_MAX_S = 0.5
+NO_WORKER_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class DispatchOptions:
     reserve_timeout_s: float = 10.0
     reservation_timeout_ms: int = 30_000
     no_room_wait_s: float = 30.0  # how long a request waits for decode KV room
+    # how long a request waits for a decode worker when none is available: covers the moment
+    # in a roll or a replacement between the last old worker draining and the router's first
+    # poll of its successor; with no decode worker at all it then fails with a retryable 503
+    no_worker_wait_s: float = 2.0
     compression: str = "COMPRESSION_NONE"  # a kvtransfer Compression enum name
     chunk_blocks: int = 0
 
@@ -56,6 +63,7 @@ class Finished:
     text: str | None  # the worker's final text; None when the request was resumed
     attempts: int = 1
     remote_prefill: bool = False
+    model: str = ""  # weights digest of the checkpoint that generated the answer
 
 
 class _Failed(Exception):
@@ -106,7 +114,9 @@ class Dispatcher:
         excluded: dict[str, set[str]] = {"decode": set(), "prefill": set()}
         attempt = 0
         waits_until = time.monotonic() + self._options.no_room_wait_s
+        no_worker_until = time.monotonic() + self._options.no_worker_wait_s
         backoff = NO_ROOM_BACKOFF_MIN_S / 2
+        model: str | None = None  # pinned once tokens of one checkpoint reached the client
         while True:
             attempt += 1
             remaining = sampling.max_tokens - len(generated)
@@ -115,15 +125,16 @@ class Dispatcher:
             params.max_tokens = remaining
             try:
                 job = self._plan(f"{request_id}-r{attempt - 1}" if attempt > 1 else request_id,
-                                 prompt + generated, params, excluded)
+                                 prompt + generated, params, excluded, model)
                 async for item in self._attempt(job):
                     if isinstance(item, Finished):
-                        item.attempts = attempt
+                        item.attempts, item.model = attempt, job.decode.model
                         if attempt > 1:
                             item.text = None
                         yield item
                         return
                     generated.extend(item.token_ids)
+                    model = job.decode.model
                     yield item
                 raise _Failed("internal", "the worker ended the stream without finishing",
                               job.decode.address, "decode")
@@ -132,6 +143,10 @@ class Dispatcher:
                     attempt -= 1  # a full KV cache is back-pressure, not a failure: wait
                     backoff = min(NO_ROOM_BACKOFF_MAX_S, backoff * 2)
                     await asyncio.sleep(backoff)
+                    continue
+                if f.kind == "no_decode" and time.monotonic() < no_worker_until:
+                    attempt -= 1  # a successor may be joining the pool: wait for it briefly
+                    await asyncio.sleep(NO_WORKER_POLL_S)
                     continue
                 if f.worker:
                     excluded[f.role].add(f.worker)
@@ -145,15 +160,21 @@ class Dispatcher:
                 self._metrics.inc(names.ROUTER_RETRIES, reason=f.kind)
 
     def _plan(self, request_id: str, prompt: list[int], params: pb.SamplingParams,
-              excluded: dict[str, set[str]]) -> _Attempt:
+              excluded: dict[str, set[str]], model: str | None = None) -> _Attempt:
         # a worker excluded after a failure is tried again only if it is the last one up
         # (a dead one is marked down by then and never offered)
         decodes = self._registry.available("decode", excluded["decode"]) \
             or self._registry.available("decode")
+        if model is not None:
+            decodes = [w for w in decodes if w.model == model]
         decode = self._picker.decode(decodes, len(prompt))
         if decode is None:
+            if model is not None:
+                raise _Failed("no_decode", "no decode worker serves the checkpoint that "
+                              f"began this request (weights {model[:12] or 'unknown'})")
             raise _Failed("no_decode", "no decode worker is available")
-        prefills = self._registry.available("prefill", excluded["prefill"])
+        prefills = [w for w in self._registry.available("prefill", excluded["prefill"])
+                    if w.model == decode.model]
         plan = plan_prefill(len(prompt), self._options.short_prompt_threshold, bool(prefills),
                             bool(excluded["prefill"]))
         prefill = self._picker.prefill(prefills) if plan.remote else None
@@ -165,7 +186,7 @@ class Dispatcher:
 
     def _to_api_error(self, f: _Failed) -> ApiError:
         if f.kind == "no_decode":
-            return unavailable("no decode worker is available; retry later", "no_decode_worker")
+            return unavailable(f"{f.message}; retry later", "no_decode_worker")
         if f.kind == "invalid":
             return ApiError(400, f.message, code="invalid_request")
         if f.kind == "timeout":

@@ -15,6 +15,7 @@ from splitserve.engine.config import ModelConfig
 from splitserve.engine.tokenizer import Tokenizer
 from splitserve.kvtransfer.tls import TLSFiles
 from splitserve.router.admission import Admission
+from splitserve.router.auth import ApiKeys
 from splitserve.router.config import COMPRESSIONS, RouterConfig, from_args
 from splitserve.router.discovery import EndpointSliceWatch
 from splitserve.router.dispatch import Dispatcher, DispatchOptions
@@ -40,6 +41,7 @@ def load_model_info(cfg: RouterConfig) -> ModelInfo:
 
 async def serve(cfg: RouterConfig) -> None:
     model = load_model_info(cfg)
+    api_keys = ApiKeys(cfg.api_keys_file) if cfg.api_keys_file else None
     registry = Registry(cfg.block_size)
     registry.set_endpoints("prefill", cfg.prefill)
     registry.set_endpoints("decode", cfg.decode)
@@ -52,7 +54,8 @@ async def serve(cfg: RouterConfig) -> None:
         reservation_timeout_ms=cfg.reservation_timeout_ms,
         compression=COMPRESSIONS[cfg.compression]), metrics)
     admission = Admission(cfg.max_inflight, cfg.max_queue, cfg.queue_timeout_s)
-    router = RouterApp(model, registry, dispatcher, admission, metrics, cfg.drain_timeout_s)
+    router = RouterApp(model, registry, dispatcher, admission, metrics, cfg.drain_timeout_s,
+                       api_keys)
     loop = asyncio.get_running_loop()
     watch = None
     if cfg.discovery == "endpointslices":
@@ -72,8 +75,9 @@ async def serve(cfg: RouterConfig) -> None:
     await site.start()
     port = runner.addresses[0][1]
     print(f"SPLITSERVE_ROUTER_READY http={cfg.host}:{port} model={model.name}", flush=True)
-    log.info("serving %s on %s:%d (%s discovery, policy %s, short prompts < %d tokens local)",
-             model.name, cfg.host, port, cfg.discovery, cfg.policy, cfg.short_prompt_threshold)
+    log.info("serving %s on %s:%d (%s discovery, policy %s, short prompts < %d tokens local, "
+             "API keys %s)", model.name, cfg.host, port, cfg.discovery, cfg.policy,
+             cfg.short_prompt_threshold, "required" if api_keys else "not required")
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -4,7 +4,8 @@ Load of a worker = what its last Stats reply said, corrected by what this router
 sent it since (stats are polled about every half second, requests arrive faster).
 - decode: a worker must have KV room for the prompt; among those the lowest
   `running sequences + DECODE_KV_WEIGHT * used KV fraction` wins.
-- prefill: the fewest queued prompt tokens wins.
+- prefill: the fewest queued prompt tokens wins, among workers serving the decode worker's
+  checkpoint (during a model roll both versions run; KV never crosses versions).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class WorkerLoad:
     block_size: int = 16
     inflight: int = 0  # requests this router has on the worker now
     inflight_prompt_tokens: int = 0  # prompt tokens this router has sent it, not yet done
+    model: str = ""  # weights digest of the checkpoint it serves; "" before the first poll
 
     def free_tokens(self) -> int | None:
         """KV room in tokens, or None before the first Stats reply."""

@@ -3,7 +3,8 @@
 Discovery sets the endpoints; the stats poller records each worker's Stats reply or marks it
 down; the dispatcher marks a worker down the moment a call to it fails as unavailable and
 counts its own in-flight requests. A worker is offered for new work when discovery lists it,
-its last poll succeeded (or none ran yet and it was never marked down) and it is not draining.
+its last poll succeeded and it is not draining: a worker is first polled before it gets work,
+so its load and the checkpoint it serves are known when it is paired.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Registry:
 
     def record_stats(self, address: str, *, running: int, waiting: int,
                      queued_prompt_tokens: int, kv_blocks_used: int, kv_blocks_total: int,
-                     draining: bool) -> None:
+                     draining: bool, weights_digest: str = "") -> None:
         for workers in self._workers.values():
             state = workers.get(address)
             if state is not None:
@@ -63,7 +64,7 @@ class Registry:
                 state.load = dataclasses.replace(
                     state.load, running=running, waiting=waiting,
                     queued_prompt_tokens=queued_prompt_tokens, kv_blocks_used=kv_blocks_used,
-                    kv_blocks_total=kv_blocks_total)
+                    kv_blocks_total=kv_blocks_total, model=weights_digest)
 
     def mark_down(self, address: str) -> None:
         for workers in self._workers.values():
@@ -89,13 +90,13 @@ class Registry:
         return [dataclasses.replace(s.load, inflight=self._inflight.get(a, 0),
                                     inflight_prompt_tokens=self._inflight_tokens.get(a, 0))
                 for a, s in sorted(self._check_role(role).items())
-                if s.up and not s.draining and a not in skip]
+                if s.up and s.polled and not s.draining and a not in skip]
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Per role: known, available, running and waiting sequences, queued prompt tokens."""
         out = {}
         for role, workers in self._workers.items():
-            ready = [s for s in workers.values() if s.up and not s.draining]
+            ready = [s for s in workers.values() if s.up and s.polled and not s.draining]
             out[role] = {
                 "known": len(workers), "ready": len(ready),
                 "running": sum(s.load.running for s in ready),

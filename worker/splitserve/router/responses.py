@@ -19,8 +19,14 @@ def _object(endpoint: Endpoint, chunk: bool) -> str:
     return "chat.completion.chunk" if chunk else "chat.completion"
 
 
+def fingerprint(weights_digest: str) -> str | None:
+    """`system_fingerprint`: names the checkpoint that generated an answer (None if unknown)."""
+    return f"fp_{weights_digest[:16]}" if weights_digest else None
+
+
 def body(endpoint: Endpoint, rid: str, created: int, model: str, text: str,
-         finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+         finish_reason: str, prompt_tokens: int, completion_tokens: int,
+         system_fingerprint: str | None = None) -> dict[str, Any]:
     if endpoint == "completions":
         choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None,
                                   "finish_reason": finish_reason}
@@ -28,12 +34,15 @@ def body(endpoint: Endpoint, rid: str, created: int, model: str, text: str,
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "logprobs": None, "finish_reason": finish_reason}
     return {"id": rid, "object": _object(endpoint, False), "created": created, "model": model,
-            "choices": [choice], "usage": usage(prompt_tokens, completion_tokens)}
+            "system_fingerprint": system_fingerprint, "choices": [choice],
+            "usage": usage(prompt_tokens, completion_tokens)}
 
 
 def chunk(endpoint: Endpoint, rid: str, created: int, model: str, text: str | None,
-          finish_reason: str | None = None, role: bool = False) -> dict[str, Any]:
-    """One streamed choice delta (`role=True` opens a chat stream with the assistant role)."""
+          finish_reason: str | None = None, role: bool = False,
+          system_fingerprint: str | None = None) -> dict[str, Any]:
+    """One streamed choice delta (`role=True` opens a chat stream with the assistant role); the
+    finishing chunk carries the `system_fingerprint` of the checkpoint that answered."""
     if endpoint == "completions":
         choice: dict[str, Any] = {"index": 0, "text": text or "", "logprobs": None,
                                   "finish_reason": finish_reason}
@@ -44,8 +53,11 @@ def chunk(endpoint: Endpoint, rid: str, created: int, model: str, text: str | No
         if text is not None:
             delta["content"] = text
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-    return {"id": rid, "object": _object(endpoint, True), "created": created, "model": model,
-            "choices": [choice]}
+    out = {"id": rid, "object": _object(endpoint, True), "created": created, "model": model,
+           "choices": [choice]}
+    if system_fingerprint is not None:
+        out["system_fingerprint"] = system_fingerprint
+    return out
 
 
 def usage_chunk(endpoint: Endpoint, rid: str, created: int, model: str, prompt_tokens: int,

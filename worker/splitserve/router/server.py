@@ -8,7 +8,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +19,9 @@ from splitserve.api import metrics as names
 from splitserve.engine.tokenizer import Tokenizer
 from splitserve.router import openapi, responses
 from splitserve.router.admission import Admission
+from splitserve.router.auth import OPEN_PATHS, ApiKeys
 from splitserve.router.dispatch import Dispatcher, Finished, Tokens
-from splitserve.router.errors import ApiError, bad_request, unavailable
+from splitserve.router.errors import ApiError, bad_request
 from splitserve.router.openai_params import Endpoint, GenerationRequest, completion_budget, parse
 from splitserve.router.registry import Registry
 from splitserve.router.responses import LatencyWindow
@@ -49,6 +50,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/openapi.json", "openapi_doc"),
 )
 PREFIXES = {"completions": "cmpl-", "chat": "chatcmpl-"}
+ENDPOINT_SETTLE_S = 3.0  # a drain lasts at least this long: endpoint removal reaching proxies
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,15 @@ class _Outcome:
     text: str
     finish_reason: str
     completion_tokens: int
+    model: str  # weights digest of the checkpoint that answered
 
 
 class RouterApp:
     def __init__(self, model: ModelInfo, registry: Registry, dispatcher: Dispatcher,
-                 admission: Admission, metrics: WorkerMetrics, drain_timeout_s: float) -> None:
+                 admission: Admission, metrics: WorkerMetrics, drain_timeout_s: float,
+                 api_keys: ApiKeys | None = None) -> None:
         self.model = model
+        self.api_keys = api_keys
         self.registry = registry
         self.dispatcher = dispatcher
         self.admission = admission
@@ -81,10 +87,38 @@ class RouterApp:
         self.tpot = LatencyWindow()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_http_errors])
+        middlewares: list[Any] = [self._close_if_draining, _http_errors]  # outermost first
+        if self.api_keys is not None:
+            middlewares.append(self._authenticate)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
         app.add_routes([web.route(method, path, getattr(self, handler))
                         for method, path, handler in ROUTES])
         return app
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """API keys on the OpenAI endpoints (and any unknown path); health, drain, status and
+        metrics stay open."""
+        if self.api_keys is not None and request.path not in OPEN_PATHS:
+            err = self.api_keys.check(request.headers.get("Authorization"))
+            if err is not None:
+                self.metrics.inc(names.ROUTER_ERRORS, reason=err.code or err.type)
+                log.info("%s %s: %d %s", request.method, request.path, err.status, err.message)
+                refused = _error_response(err, _new_id("completions"))
+                refused.headers["WWW-Authenticate"] = "Bearer"
+                return refused
+        return await handler(request)
+
+    @web.middleware
+    async def _close_if_draining(self, request: web.Request, handler: Handler
+                                 ) -> web.StreamResponse:
+        """A draining router still serves whatever reaches it (clients keep connections to
+        it until its endpoint is gone everywhere), but closes each connection after its
+        response, so the client's next request opens one to a replica that stays."""
+        response = await handler(request)
+        if self.draining and not response.prepared:
+            response.force_close()
+        return response
 
     # ---- plain endpoints ------------------------------------------------------------------
 
@@ -110,9 +144,15 @@ class RouterApp:
                                  status=200 if ok else 503)
 
     async def drain(self, request: web.Request) -> web.Response:
+        """Readiness turns false, then this returns once nothing is in flight and at least
+        ENDPOINT_SETTLE_S have passed (the time for the endpoint's removal to reach every
+        proxy), or after the drain timeout."""
         self.draining = True
-        deadline = time.monotonic() + self.drain_timeout_s
-        while self.admission.inflight and time.monotonic() < deadline:
+        started = time.monotonic()
+        deadline = started + self.drain_timeout_s
+        settled = started + min(ENDPOINT_SETTLE_S, self.drain_timeout_s)
+        while (self.admission.inflight or time.monotonic() < settled) and \
+                time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         return web.json_response({"drained": self.admission.inflight == 0,
                                   "inflight": self.admission.inflight})
@@ -149,9 +189,6 @@ class RouterApp:
         rid = header if REQUEST_ID_RE.match(header) else _new_id(endpoint)
         path = "/v1/" + ("completions" if endpoint == "completions" else "chat/completions")
         try:
-            if self.draining:
-                raise unavailable("the router is draining; retry on another replica",
-                                  "router_draining")
             req, prompt, max_tokens = self._prepare(await _json_body(request), endpoint)
             log.info("request %s: %s, %d prompt tokens, max_tokens %d, stream %s%s", rid,
                      endpoint, len(prompt), max_tokens, req.stream,
@@ -233,7 +270,8 @@ class RouterApp:
             return web.json_response(
                 responses.body(req.endpoint, rid, int(time.time()), self.model.name,
                                outcome.text, outcome.finish_reason, len(prompt),
-                               outcome.completion_tokens), headers={"x-request-id": rid})
+                               outcome.completion_tokens, responses.fingerprint(outcome.model)),
+                headers={"x-request-id": rid})
         return await self._stream(request, rid, req, len(prompt), first, events, text, timing)
 
     async def _collect(self, first: Tokens | Finished, events: AsyncIterator[Tokens | Finished],
@@ -242,7 +280,7 @@ class RouterApp:
         while True:
             if isinstance(item, Finished):
                 final = item.text if item.text is not None else text.full_text()
-                return _Outcome(final, item.finish_reason, len(text.token_ids))
+                return _Outcome(final, item.finish_reason, len(text.token_ids), item.model)
             timing.tokens(len(item.token_ids))
             text.token_ids.extend(item.token_ids)
             item = await anext(events)
@@ -253,6 +291,8 @@ class RouterApp:
                       timing: _Timing) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache", "x-request-id": rid})
+        if self.draining:
+            resp.force_close()
         await resp.prepare(request)
         created, model, ep = int(time.time()), self.model.name, req.endpoint
 
@@ -267,8 +307,10 @@ class RouterApp:
                 if isinstance(item, Finished):
                     final = item.text if item.text is not None else text.full_text()
                     rest = text.finish(final)
-                    await send(responses.chunk(ep, rid, created, model, rest or None
-                                               if ep == "chat" else rest, item.finish_reason))
+                    await send(responses.chunk(
+                        ep, rid, created, model, rest or None if ep == "chat" else rest,
+                        item.finish_reason,
+                        system_fingerprint=responses.fingerprint(item.model)))
                     if req.include_usage:
                         await send(responses.usage_chunk(ep, rid, created, model,
                                                          prompt_tokens, len(text.token_ids)))

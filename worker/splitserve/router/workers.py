@@ -51,18 +51,25 @@ class WorkerClients:
 
 
 class StatsPoller:
-    """Polls every known worker's Stats RPC each `interval_s`; a failed poll marks it down."""
+    """Polls every known worker's Stats RPC each `interval_s`. A worker that refuses the
+    connection is marked down at once; one that is only slow to answer (a busy CPU) is marked
+    down after `slow_polls` late replies in a row, so a loaded pool is not emptied by its own
+    load."""
 
     def __init__(self, registry: Registry, clients: WorkerClients, interval_s: float = 0.5,
-                 timeout_s: float = 1.0) -> None:
+                 timeout_s: float = 1.0, slow_polls: int = 3) -> None:
         self._registry = registry
         self._clients = clients
         self._interval_s = interval_s
         self._timeout_s = timeout_s
+        self._slow_polls = slow_polls
+        self._late: dict[str, int] = {}
 
     async def poll_once(self) -> None:
         endpoints = self._registry.all_endpoints()
-        await self._clients.retain({a for _, a in endpoints})
+        current = {a for _, a in endpoints}
+        self._late = {a: n for a, n in self._late.items() if a in current}
+        await self._clients.retain(current)
         await asyncio.gather(*(self._poll(a) for a in {a for _, a in endpoints}))
 
     async def _poll(self, address: str) -> None:
@@ -71,12 +78,17 @@ class StatsPoller:
                                                         timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             log.debug("stats of %s failed: %s", address, exc.code())
-            self._registry.mark_down(address)
+            late = self._late.get(address, 0) + 1
+            self._late[address] = late
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or late >= self._slow_polls:
+                self._registry.mark_down(address)
             return
+        self._late.pop(address, None)
         self._registry.record_stats(
             address, running=s.running, waiting=s.waiting,
             queued_prompt_tokens=s.queued_prompt_tokens, kv_blocks_used=s.kv_blocks_used,
-            kv_blocks_total=s.kv_blocks_total, draining=s.draining)
+            kv_blocks_total=s.kv_blocks_total, draining=s.draining,
+            weights_digest=s.weights_digest)
 
     async def run(self) -> None:
         while True:

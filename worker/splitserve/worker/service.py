@@ -301,6 +301,7 @@ class WorkerService(pb_grpc.WorkerServicer):
                 reservations=len(self._reservations),
                 kv_bytes_received=self._reservations.bytes_received,
                 kv_bytes_sent=self._bytes_sent,
+                weights_digest=self._reservations.identity.weights_digest,
             )
         return self._loop.call(read)
 

@@ -130,7 +130,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("role", "draining", "running", "waiting", "queued_prompt_tokens", "kv_blocks_used", "kv_blocks_total", "reservations", "kv_bytes_received", "kv_bytes_sent")
+    __slots__ = ("role", "draining", "running", "waiting", "queued_prompt_tokens", "kv_blocks_used", "kv_blocks_total", "reservations", "kv_bytes_received", "kv_bytes_sent", "weights_digest")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +141,7 @@ class StatsReply(_message.Message):
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     KV_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     KV_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     role: str
     draining: bool
     running: int
@@ -151,4 +152,5 @@ class StatsReply(_message.Message):
     reservations: int
     kv_bytes_received: int
     kv_bytes_sent: int
-    def __init__(self, role: _Optional[str] = ..., draining: _Optional[bool] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., reservations: _Optional[int] = ..., kv_bytes_received: _Optional[int] = ..., kv_bytes_sent: _Optional[int] = ...) -> None: ...
+    weights_digest: str
+    def __init__(self, role: _Optional[str] = ..., draining: _Optional[bool] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., queued_prompt_tokens: _Optional[int] = ..., kv_blocks_used: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ..., reservations: _Optional[int] = ..., kv_bytes_received: _Optional[int] = ..., kv_bytes_sent: _Optional[int] = ..., weights_digest: _Optional[str] = ...) -> None: ...

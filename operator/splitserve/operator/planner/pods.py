@@ -23,7 +23,8 @@ LISTEN_ALL = "0.0.0.0"  # in a pod the probes, peers and the router connect thro
 # The root filesystem is read-only: home and every cache live in the /tmp emptyDir.
 WRITABLE_ENV = {"HOME": TMP_DIR, "XDG_CACHE_HOME": f"{TMP_DIR}/cache",
                 "TORCHINDUCTOR_CACHE_DIR": f"{TMP_DIR}/cache/torchinductor",
-                "TRITON_CACHE_DIR": f"{TMP_DIR}/cache/triton"}
+                "TRITON_CACHE_DIR": f"{TMP_DIR}/cache/triton",
+                "HF_HOME": f"{TMP_DIR}/cache/huggingface"}
 
 _FIELD_ENV = [
     ("POD_NAME", "metadata.name"),

@@ -36,6 +36,9 @@ from splitserve.operator.planner.pods import (
 
 WORKER_HTTP_PORT = 8080
 ROUTER_DRAIN_SECONDS = 30
+API_KEYS_VOLUME = "api-keys"
+API_KEYS_DIR = "/etc/splitserve/api-keys"
+API_KEYS_FILE = "api-keys"
 DEFAULT_ROUTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"},
                             "limits": {"memory": "512Mi"}}
 
@@ -144,6 +147,8 @@ def router_args(spec: SplitServiceSpec) -> list[str]:
             "--drain-timeout", str(ROUTER_DRAIN_SECONDS)]
     if spec.kv_transfer.tls_secret_name:
         args += ["--tls-dir", TLS_DIR]  # the workers require the certificate (mTLS)
+    if spec.router.api_key_secret:
+        args += ["--api-keys-file", f"{API_KEYS_DIR}/{API_KEYS_FILE}"]
     return args
 
 
@@ -164,6 +169,13 @@ def _router_deployment(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
     if spec.kv_transfer.tls_secret_name:
         volumes.append({"name": "tls", "secret": {"secretName": spec.kv_transfer.tls_secret_name}})
         mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+    if router.api_key_secret:
+        # a whole-directory mount (no subPath), so the kubelet refreshes it when the Secret
+        # changes and the router picks the new keys up
+        secret = router.api_key_secret
+        volumes.append({"name": API_KEYS_VOLUME, "secret": {
+            "secretName": secret.name, "items": [{"key": secret.key, "path": API_KEYS_FILE}]}})
+        mounts.append({"name": API_KEYS_VOLUME, "mountPath": API_KEYS_DIR, "readOnly": True})
     container: dict[str, Any] = {
         "name": ROUTER_CONTAINER,
         "image": spec.image,
