@@ -184,10 +184,10 @@ def assert_clean(counts: LoadCounts) -> None:
     assert counts.failed == [] and counts.hung == 0 and counts.mismatched == 0, counts
 
 
-def report(config: pytest.Config, line: str) -> None:
+def report(config: pytest.Config, line: str, prefix: str = "suite") -> None:
     reporter = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"[suite] {line}")
+        reporter.write_line(f"[{prefix}] {line}")
 
 
 def free_gpus(kubeconfig: str) -> tuple[int, list[str]]:
@@ -275,17 +275,45 @@ def profile_configmap(namespace: str) -> dict[str, Any]:
             "data": {"profile.json": json.dumps(PROFILE)}}
 
 
-def pod_scrape_job(kubeconfig: str, namespace: str) -> dict[str, object]:
-    """Prometheus discovers the service's pods through the API server, as a Prometheus in the
-    cluster would, and scrapes each pod's `http` port, keeping the workers' own labels."""
-    return {"job_name": "splitserve-pods", "honor_labels": True,
-            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": kubeconfig,
-                                       "namespaces": {"names": [namespace]}}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_pod_label_splitserve_io_service"],
-                 "regex": NAME, "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                 "regex": "http", "action": "keep"}]}
+class PodTargets:
+    """Keeps a Prometheus file-discovery list of the service's pods current from the API server
+    (Debian's Prometheus is built without Kubernetes discovery): every pod's `http` port, as
+    a PodMonitor would select them. Prometheus watches the file and picks changes up at once."""
+
+    def __init__(self, suite: Suite, path: Path, every: float = 1.0) -> None:
+        self._suite, self.path, self._every = suite, path, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.write()
+
+    def job(self) -> dict[str, object]:
+        return {"job_name": "splitserve-pods", "honor_labels": True,
+                "file_sd_configs": [{"files": [str(self.path)]}]}
+
+    def write(self) -> None:
+        targets = sorted(
+            f"{p['status']['podIP']}:{port['containerPort']}"
+            for role in ("prefill", "decode", "router") for p in self._suite.pods(role)
+            if p["status"].get("podIP")
+            for port in p["spec"]["containers"][0].get("ports", []) if port["name"] == "http")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": targets, "labels": {}}]))
+        tmp.replace(self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self.write()
+            except Exception:  # keep the last list while the API server does not answer
+                continue
+
+    def __enter__(self) -> PodTargets:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def model_paths(pod: dict[str, Any]) -> set[str]:

@@ -13,10 +13,12 @@
 5. The model version changes (revision 1 of the tiny checkpoint: same tokenizer, other weights)
    under load: both pools and the router roll; no request fails, and every answer equals the
    colocated answer of the checkpoint its `system_fingerprint` names, so none mixed versions.
-6. The built-in autoscaler is turned on, reading a real Prometheus that discovers the pods
-   through the API server: at light load both pools shrink to one worker, prompt-heavy load
-   raises prefill (never decode) and the new worker takes prefills, and when that load stops
-   prefill shrinks again; the departing workers drain and no request fails throughout.
+6. The built-in autoscaler is turned on, reading a real Prometheus on this host (at the node's
+   address, which the operator pod reaches) that scrapes every pod of the service (its target
+   list kept current from the API server through file discovery): at light load both pools
+   shrink to one worker, prompt-heavy load raises prefill (never decode) and the new worker
+   takes prefills, and when that load stops prefill shrinks again; the departing workers drain
+   and no request fails throughout.
 7. `kubectl delete splitservice` removes every child; `helm uninstall` leaves only the CRDs.
 
 The tests run in order and share the installation; a failed step fails the steps after it.
@@ -50,6 +52,7 @@ from suite_lib import (
     NAME,
     REPLICAS,
     LoadRunner,
+    PodTargets,
     Suite,
     apply_service,
     assert_clean,
@@ -59,7 +62,6 @@ from suite_lib import (
     model_paths,
     node_address,
     node_pressure,
-    pod_scrape_job,
     profile_configmap,
     release_objects,
     report,
@@ -199,7 +201,10 @@ def delete_under_load(suite: Suite, load: LoadRunner, role: str,
         return len(names_now) == REPLICAS and victim not in names_now and \
             suite.pool_counts()[role] == REPLICAS
 
-    wait_for(f"the {role} Deployment to restore its pod", restored, 300, 1.0)
+    try:
+        wait_for(f"the {role} Deployment to restore its pod", restored, 300, 1.0)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{load.snapshot()}\n{suite.diagnose()}") from exc
     seconds = time.monotonic() - started
     suite.timings[f"delete {role}"] = seconds
     load.wait_completed(load.snapshot().completed + 3, 120)  # traffic flows after recovery
@@ -280,11 +285,13 @@ def test_6_autoscaler_scales_the_right_pool_and_drains(
     new_fp = fingerprint(weights_digest(tiny_model_dir(1))) or ""
     light_answers = {new_fp: reference_answer(reference_r1, PROMPT, LOAD_TOKENS)[0]}
     heavy_answers = {new_fp: reference_answer(reference_r1, HEAVY_PROMPT, 2)[0]}
-    prometheus = PrometheusServer(install(), tmp_path_factory.mktemp("suite-prometheus"), [],
-                                  jobs=[pod_scrape_job(suite.kubeconfig, suite.namespace)],
+    work = tmp_path_factory.mktemp("suite-prometheus")
+    targets = PodTargets(suite, work / "pods.json")
+    prometheus = PrometheusServer(install(), work, [], jobs=[targets.job()],
                                   host=node_address(suite.kubeconfig))
     url = suite.base_url + "/v1"
     try:
+        targets.__enter__()
         wait_for("Prometheus scraping the router and the four workers",
                  lambda: prometheus.targets_up() >= 2 * REPLICAS + 1, 120, 1.0)
         suite.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(profile_configmap(
@@ -302,6 +309,7 @@ def test_6_autoscaler_scales_the_right_pool_and_drains(
             lowered = shrink_to_one(suite, ("prefill",), light)
             phases.append(f"load dropped: prefill 2 -> 1 in {lowered:.1f}s")
     finally:
+        targets.__exit__()
         prometheus.stop()
     suite.timings["autoscaling"] = time.monotonic() - started
     status = suite.service()["status"]

@@ -35,6 +35,7 @@ from dataplane_lib import (
     metric_sum,
     reference_answer,
     reference_engine,
+    scrape,
     tiny_model_dir,
 )
 from operator_lib import create_namespace, install_crds, kubectl, wait_for
@@ -75,9 +76,10 @@ class Faults:
         return LoadRunner(self.suite.base_url + "/v1", NAME, PROMPT, LOAD_TOKENS, self.answers,
                           threads=3, timeout=HANG_S)
 
-    def retries(self) -> float:
-        return sum(metric_sum(t, names.ROUTER_RETRIES.series)
-                   for t in self.suite.metrics("router"))
+    def retries(self) -> dict[str, float]:
+        """Retries counted by each router pod now Ready."""
+        return {url: metric_sum(scrape(url), names.ROUTER_RETRIES.series)
+                for url in self.suite.metrics_urls("router")}
 
     def whole(self) -> bool:
         """Every pool and the router at full strength, and every router sees every worker."""
@@ -149,11 +151,13 @@ def under_load(faults: Faults, pytestconfig: pytest.Config, what: str,
         recovered = time.monotonic() - started
         load.wait_completed(load.snapshot().completed + 6, 120)
     counts = load.snapshot()
-    retried = faults.retries() - retries_before
-    report(pytestconfig, f"{what}: completed {counts.completed}, retried {retried:.0f}, "
-           f"failed {len(counts.failed)}, hung {counts.hung}, mismatched {counts.mismatched}; "
-           f"whole again after {recovered:.1f}s" + (f"; errors: {sorted(set(counts.failed))}"
-                                                    if counts.failed else ""))
+    # a killed router's own count is lost with it; its successor counts from zero
+    retried = sum(v - retries_before.get(url, 0.0) for url, v in faults.retries().items())
+    errors = f"; errors: {sorted(set(counts.failed))}" if counts.failed else ""
+    report(pytestconfig, prefix="faults", line=(
+        f"{what}: completed {counts.completed}, retried {retried:.0f}, failed "
+        f"{len(counts.failed)}, hung {counts.hung}, mismatched {counts.mismatched}; whole again "
+        f"after {recovered:.1f}s{errors}"))
     return counts, recovered
 
 
