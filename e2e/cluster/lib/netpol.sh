@@ -6,10 +6,11 @@
 # host, the kubelet's probes) is never filtered; a refused connection is rejected, not dropped.
 # shellcheck shell=bash
 
-# Our own source, cached by a hash of it (and of the module's dependencies).
+# Our own source, cached by a hash of it (tests excluded) and of the module's dependencies.
 netpol_bin() {
-  local sum
-  sum=$(cat "$SS_BUILD_DIR"/kubernetes/cmd/netpol/*.go "$SS_BUILD_DIR/kubernetes/go.sum" | sha256sum)
+  local sum src=$SS_BUILD_DIR/kubernetes/cmd/netpol
+  sum=$(find "$src" -maxdepth 1 -name '*.go' ! -name '*_test.go' | sort | xargs cat \
+    | cat - "$SS_BUILD_DIR/kubernetes/go.sum" | sha256sum)
   echo "$SS_BIN/netpol-${sum:0:12}"
 }
 
