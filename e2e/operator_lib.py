@@ -209,7 +209,8 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 OPERATOR_RESOURCES = {"splitservices", "splitpools", "deployments", "services", "configmaps",
-                      "serviceaccounts", "poddisruptionbudgets", "roles", "rolebindings"}
+                      "serviceaccounts", "poddisruptionbudgets", "roles", "rolebindings",
+                      "networkpolicies"}
 
 
 def operator_kind_writes(kube: Kube) -> int:

@@ -41,7 +41,8 @@ CHILDREN = [
     ("Service", "{n}"), ("SplitPool", "{n}-prefill"), ("SplitPool", "{n}-decode"),
     ("Deployment", "{n}-router"), ("Deployment", "{n}-prefill"), ("Deployment", "{n}-decode"),
     ("PodDisruptionBudget", "{n}-prefill"), ("PodDisruptionBudget", "{n}-decode"),
-    ("PodDisruptionBudget", "{n}-router"),
+    ("PodDisruptionBudget", "{n}-router"), ("NetworkPolicy", "{n}-workers"),
+    ("NetworkPolicy", "{n}-router"),
 ]
 SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
 
@@ -396,10 +397,11 @@ def test_operator_restart_converges_without_duplicates(env: Env) -> None:
     selector = "splitserve.io/service=restart"
     counts = {kind: len(env.kube.list(kind, env.namespace, label_selector=selector))
               for kind in ("SplitPool", "Deployment", "Service", "ConfigMap",
-                           "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding")}
+                           "PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding",
+                           "NetworkPolicy")}
     assert counts == {"SplitPool": 2, "Deployment": 3, "Service": 3, "ConfigMap": 1,
                       "PodDisruptionBudget": 3, "ServiceAccount": 1, "Role": 1,
-                      "RoleBinding": 1}
+                      "RoleBinding": 1, "NetworkPolicy": 2}
 
 
 def test_delete_removes_every_child(env: Env) -> None:

@@ -5,7 +5,7 @@ set -euo pipefail
 SS_LIB=$(cd "$(dirname "$0")/lib" && pwd)
 # shellcheck source=lib/config.sh
 source "$SS_LIB/config.sh"
-for part in util network; do
+for part in util network netpol; do
   # shellcheck disable=SC1090
   source "$SS_LIB/$part.sh"
 done
@@ -22,7 +22,7 @@ stop_daemon kubelet
 if daemon_running containerd; then
   "$SS_K8S_BIN/cri-reset" "unix://$SS_CONTAINERD_SOCK" || log "warning: some pods were not removed cleanly"
 fi
-for name in coredns kube-proxy kube-scheduler kube-controller-manager; do
+for name in netpol coredns kube-proxy kube-scheduler kube-controller-manager; do
   stop_daemon "$name"
 done
 stop_daemon kube-apiserver 5  # it can linger on closed long-running requests after shutting down
@@ -36,6 +36,7 @@ done
 
 # Services' rules from kube-proxy, then the node's network.
 [[ -x $SS_K8S_BIN/kube-proxy ]] && "$SS_K8S_BIN/kube-proxy" --cleanup --proxy-mode iptables >/dev/null 2>&1 || true
+remove_netpol_chains
 teardown_network
 
 # Mounts left under the state directory (pod volumes, sandboxes, netns), deepest first.

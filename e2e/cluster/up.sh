@@ -13,7 +13,7 @@ SS_LIB=$(cd "$(dirname "$0")/lib" && pwd)
 SS_BUILD_DIR=$(cd "$(dirname "$0")/build" && pwd)
 # shellcheck source=lib/config.sh
 source "$SS_LIB/config.sh"
-for part in util install images network pki components metrics; do
+for part in util install images network pki components metrics netpol; do
   # shellcheck disable=SC1090
   source "$SS_LIB/$part.sh"
 done
@@ -52,6 +52,7 @@ make_pki
 start_apiserver
 apply_bootstrap_objects
 start_controllers
+start_netpol
 start_kubelet
 start_proxy
 start_dns

@@ -55,6 +55,7 @@ def test_every_child_kind_is_planned_once() -> None:
         ("SplitPool", "llama-prefill"), ("SplitPool", "llama-decode"),
         ("Deployment", "llama-router"), ("PodDisruptionBudget", "llama-prefill"),
         ("PodDisruptionBudget", "llama-decode"), ("PodDisruptionBudget", "llama-router"),
+        ("NetworkPolicy", "llama-workers"), ("NetworkPolicy", "llama-router"),
     }
 
 

@@ -28,6 +28,10 @@
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, update, patch, delete]
+# the NetworkPolicies of the workers and the router
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, update, patch, delete]
 # the router's Role and RoleBinding
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]

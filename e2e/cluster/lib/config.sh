@@ -66,6 +66,8 @@ SS_CONTAINERD_SOCK=$SS_STATE/containerd/containerd.sock
 # metrics-server: how often it scrapes the kubelet (seconds, at least 10), and its user name.
 : "${SS_METRICS_RESOLUTION:=15}"
 SS_METRICS_SERVER_USER=system:splitserve:metrics-server
+# The NetworkPolicy enforcer's user name (lib/netpol.sh).
+SS_NETPOL_USER=system:splitserve:netpol
 
 SS_PAUSE_IMAGE=docker.io/splitserve/pause:1.0
 SS_BASE_IMAGE=docker.io/library/debian:$SS_DEBIAN_SUITE-slim

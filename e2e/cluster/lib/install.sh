@@ -89,4 +89,5 @@ install_all() {
   build_coredns
   build_helm
   build_metrics_server
+  build_netpol
 }

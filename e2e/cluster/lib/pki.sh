@@ -51,6 +51,7 @@ subjectAltName=IP:$SS_NODE_IP,DNS:$SS_NODE_NAME"
   issue_cert kube-proxy "/CN=system:kube-proxy" "$client_ext"
   issue_cert coredns "/CN=system:splitserve:coredns" "$client_ext"
   issue_cert metrics-server "/CN=$SS_METRICS_SERVER_USER" "$client_ext"
+  issue_cert netpol "/CN=$SS_NETPOL_USER" "$client_ext"
   issue_cert metrics-server-serving "/CN=metrics-server" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
@@ -60,7 +61,7 @@ subjectAltName=IP:$SS_NODE_IP,DNS:metrics-server.kube-system.svc,DNS:metrics-ser
     openssl rsa -in "$SS_PKI/sa.key" -pubout -out "$SS_PKI/sa.pub" 2>/dev/null
   fi
   local who
-  for who in admin kubelet controller-manager scheduler kube-proxy coredns metrics-server; do
+  for who in admin kubelet controller-manager scheduler kube-proxy coredns metrics-server netpol; do
     write_kubeconfig "$who" "$SS_STATE/$who.kubeconfig"
   done
 }

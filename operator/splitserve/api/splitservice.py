@@ -8,6 +8,7 @@ from pydantic import ConfigDict
 
 from splitserve.api.base import API_VERSION, ApiModel, field
 from splitserve.api.model import ModelSpec
+from splitserve.api.network import NetworkPolicySpec
 from splitserve.api.pool import PoolSpec, PullPolicy
 from splitserve.api.serving import AutoscalingSpec, KvTransferSpec, RouterSpec
 from splitserve.api.status import Condition, ReplicaCounts, ScalingDecision
@@ -38,6 +39,9 @@ class SplitServiceSpec(ApiModel):
                                         default_factory=KvTransferSpec)
     autoscaling: AutoscalingSpec = field("Coordinated prefill/decode autoscaling.",
                                          default_factory=AutoscalingSpec)
+    network_policy: NetworkPolicySpec = field(
+        "Who may reach the workers and the router (NetworkPolicies).",
+        default_factory=NetworkPolicySpec)
 
 
 class SplitServiceStatus(ApiModel):

@@ -95,6 +95,16 @@ def apply(kube: Kube, desired_plain: dict[str, Any]) -> Outcome:
     return "updated"
 
 
+def remove(kube: Kube, kind: str, namespace: str, name: str, owner_uid: str) -> bool:
+    """Delete a child the owner no longer wants; an object someone else controls stays.
+    True when something was deleted."""
+    observed = kube.get(kind, namespace, name)
+    if observed is None or _controller_uid(observed) != owner_uid:
+        return False
+    kube.delete(kind, namespace, name)
+    return True
+
+
 def _write(kube: Kube, desired: dict[str, Any], observed: dict[str, Any]) -> None:
     meta, seen = desired["metadata"], observed["metadata"]
     labels = {**seen.get("labels", {}), **meta.get("labels", {})}

@@ -276,6 +276,7 @@ def _register_child(group: str, version: str, plural: str) -> None:
 for _group, _version, _plural in [
     ("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"),
     ("", "v1", "serviceaccounts"), ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"), (GROUP, VERSION, POOLS),
 ]:

@@ -46,6 +46,7 @@ KINDS: dict[str, KindInfo] = {
     "Event": KindInfo("", "v1", "events"),
     "Deployment": KindInfo("apps", "v1", "deployments"),
     "PodDisruptionBudget": KindInfo("policy", "v1", "poddisruptionbudgets"),
+    "NetworkPolicy": KindInfo("networking.k8s.io", "v1", "networkpolicies"),
     "Role": KindInfo("rbac.authorization.k8s.io", "v1", "roles"),
     "RoleBinding": KindInfo("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "SplitService": KindInfo(GROUP, VERSION, "splitservices"),

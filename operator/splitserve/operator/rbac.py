@@ -43,6 +43,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("",), ("services", "configmaps", "serviceaccounts"), ALL,
          "Services, the worker ConfigMap and the router's ServiceAccount"),
     Rule(("policy",), ("poddisruptionbudgets",), ALL, "one PodDisruptionBudget per pool"),
+    Rule(("networking.k8s.io",), ("networkpolicies",), ALL,
+         "the NetworkPolicies of the workers and the router"),
     Rule(("rbac.authorization.k8s.io",), ("roles", "rolebindings"), ALL,
          "the router's Role and RoleBinding"),
     Rule(("discovery.k8s.io",), ("endpointslices",), READ,

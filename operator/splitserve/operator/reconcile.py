@@ -32,6 +32,7 @@ from splitserve.operator.planner import (
     service_status,
 )
 from splitserve.operator.planner.merge import differences
+from splitserve.operator.planner.service_plan import retired_children
 from splitserve.operator.planner.status import merge_conditions
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -136,6 +137,13 @@ def reconcile_service(kube: Kube, obj: dict[str, Any], cache: TemplateCache,
             continue
         if result != "unchanged":
             outcome.notes.append(Note("Normal", result.capitalize(), f"{result} {label}"))
+    uid = obj["metadata"].get("uid", "")
+    for kind, child_name in retired_children(obj):
+        try:
+            if uid and applier.remove(kube, kind, namespace, child_name, uid):
+                outcome.notes.append(Note("Normal", "Deleted", f"deleted {kind}/{child_name}"))
+        except KubeError as exc:
+            outcome.errors.append(f"{kind}/{child_name}: {exc}")
     observe(kube, obj, observed)
     outcome.status = service_status(obj, observed, now)
     return outcome

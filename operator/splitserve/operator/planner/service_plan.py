@@ -1,8 +1,8 @@
 """A SplitService → every object it owns, as plain dicts ready to apply.
 
 Order matters only for readability of events: RBAC, ConfigMap, Services, SplitPools, router
-Deployment, PodDisruptionBudgets. Every object carries a controller owner reference to the
-SplitService, so deleting it garbage-collects everything.
+Deployment, PodDisruptionBudgets, NetworkPolicies. Every object carries a controller owner
+reference to the SplitService, so deleting it garbage-collects everything.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from splitserve.api import SplitService, SplitServiceSpec
 from splitserve.api.base import API_VERSION
 from splitserve.api.names import ANNOTATION_CONFIG_HASH, Role
-from splitserve.operator.planner import naming
+from splitserve.operator.planner import naming, network
 from splitserve.operator.planner.config import (
     CONFIG_DIR,
     CONFIG_KEY,
@@ -75,7 +75,17 @@ def plan_service(obj: dict[str, Any]) -> list[dict[str, Any]]:
         _split_pool(obj, name, Role.DECODE, spec, digest),
         _router_deployment(obj, name, spec, digest),
         *(_pdb(obj, name, role) for role in (Role.PREFILL, Role.DECODE, Role.ROUTER)),
+        *network.network_policies(obj, name, spec, WORKER_HTTP_PORT),
     ]
+
+
+def retired_children(obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """(kind, name) of children the spec no longer asks for and that are removed if this
+    service controls them: the NetworkPolicies once `networkPolicy.enabled` is false."""
+    svc = parse_service(obj)
+    if svc.spec.network_policy.enabled:
+        return []
+    return [(network.KIND, n) for n in network.policy_names(obj["metadata"]["name"])]
 
 
 def _split_pool(owner: dict[str, Any], name: str, role: Role, spec: SplitServiceSpec,
