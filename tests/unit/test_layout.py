@@ -92,3 +92,12 @@ def test_import_boundaries(package: tuple[str, ...], forbidden: tuple[str, ...])
         for name in _imports(path):
             bad = [f for f in forbidden if name == f or name.startswith(f + ".")]
             assert not bad, f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test modules of folders without `__init__.py` by basename: two files of
+    one name in tests/ and e2e/ stop the whole collection."""
+    root = Path(__file__).resolve().parents[2]
+    names = sorted(p.name for folder in ("tests", "e2e")
+                   for p in (root / folder).rglob("test_*.py"))
+    assert sorted(set(names)) == names, [n for n in set(names) if names.count(n) > 1]

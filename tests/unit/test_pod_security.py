@@ -2,7 +2,7 @@
 every container runs on a read-only root filesystem.
 
 `violations` restates the restricted checks that apply to these pods (the kube-apiserver
-enforces the same in e2e/test_pod_security.py); the unit test covers every model source and
+enforces the same in e2e/test_restricted_namespace.py); the unit test covers every model source and
 option that adds containers or volumes."""
 
 from __future__ import annotations
