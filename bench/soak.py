@@ -330,6 +330,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--plot", default=str(ROOT / "docs" / "soak.png"),
                    help="PNG path ('' for none)")
     p.add_argument("--model", default="small", choices=sorted(SIZES), help="built-in model")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="CSV with ContextTokens and GeneratedTokens columns (default: "
+                   f"{TRACE_NAME} in shared/traces beside the checkout)")
     p.add_argument("--warmup", type=float, default=300.0,
                    help="seconds of the open loop before memory growth is measured")
     p.add_argument("--ramp-step", type=float, default=30.0, help="seconds per ramp level")
@@ -351,7 +354,7 @@ def main(argv: list[str]) -> int:
     def say(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
-    shapes = trace_shapes(find_trace(), args.prompt_scale, args.output_scale,
+    shapes = trace_shapes(args.trace or find_trace(), args.prompt_scale, args.output_scale,
                           context(args.model))
     work = Path(tempfile.mkdtemp(prefix="soak-"))
     say(f"starting splitserve run ({args.model} model; logs in {work / 'logs'})")

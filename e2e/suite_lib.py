@@ -185,8 +185,15 @@ def assert_clean(counts: LoadCounts) -> None:
 
 
 def report(config: pytest.Config, line: str, prefix: str = "suite") -> None:
+    """A line in the terminal report, shown also when output is captured (without `-s`)."""
     reporter = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(f"[{prefix}] {line}")
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line(f"[{prefix}] {line}")
 
 

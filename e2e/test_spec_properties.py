@@ -183,6 +183,22 @@ def operator_healthy(env: Env) -> None:
     assert "Traceback" not in log, f"the operator logged a traceback:\n{log[-6000:]}"
 
 
+def store(env: Env, doc: dict[str, Any]) -> dict[str, Any]:
+    """Creates the object or replaces its spec; a replace that lost a race with the operator's
+    own writes (409 Conflict) is read again and repeated."""
+    for _ in range(20):
+        existing = env.kube.get("SplitService", env.namespace, "fuzz")
+        if existing is None:
+            return env.kube.create(doc)
+        doc["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        try:
+            return env.kube.replace(doc)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+    raise AssertionError("the SplitService kept changing under 20 replaces in a row")
+
+
 @settings(FUZZ, max_examples=8)
 @given(spec=GEN.object(GEN.root).map(cheap))
 def test_accepted_specs_are_reconciled_and_the_operator_survives(
@@ -190,13 +206,7 @@ def test_accepted_specs_are_reconciled_and_the_operator_survives(
     server = dry_run(env.kube, document(env.namespace, spec, "fuzz-dry-run"))
     agree(server, pydantic_verdict(spec), spec)
     assume(server is None)  # refused specs are checked above; only accepted ones are applied
-    doc = document(env.namespace, spec)
-    existing = env.kube.get("SplitService", env.namespace, "fuzz")
-    if existing is None:
-        stored = env.kube.create(doc)
-    else:
-        doc["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        stored = env.kube.replace(doc)
+    stored = store(env, document(env.namespace, spec))
     generation = stored["metadata"]["generation"]
     obj = wait_for(f"observedGeneration {generation}", lambda: observed(env, generation),
                    timeout=60)

@@ -16,10 +16,14 @@ from bench.soak_stats import Record, Sample, counts, memory_growth, per_bin, per
 
 def test_short_soak_loses_nothing_and_writes_the_figures(tmp_path):
     out, png = tmp_path / "soak.json", tmp_path / "soak.png"
+    trace = tmp_path / "trace.csv"  # the trace's columns; the real trace lives outside the repo
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:17:0{i}.0,{200 + 97 * i},{8 + 5 * i}\n" for i in range(8)))
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     assert soak.main(["--model", "tiny", "--duration", "6", "--warmup", "2", "--ramp-step", "2",
                       "--max-clients", "1", "--sample-every", "0.5", "--bin", "2",
-                      "--hang-timeout", "30", "--out", str(out), "--plot", str(png)]) == 0
+                      "--hang-timeout", "30", "--out", str(out), "--plot", str(png),
+                      "--trace", str(trace)]) == 0
     result = json.loads(out.read_text())
     for key in ("duration_s", "requests", "lost_requests", "error_rate",
                 "max_memory_growth_fraction", "capacity_rps", "rate_rps", "per_minute"):
