@@ -152,8 +152,12 @@ def under_load(faults: Faults, pytestconfig: pytest.Config, what: str,
         recovered = time.monotonic() - started
         load.wait_completed(load.snapshot().completed + 6, 120)
     counts = load.snapshot()
-    # a killed router's own count is lost with it; its successor counts from zero
-    retried = sum(v - retries_before.get(url, 0.0) for url, v in faults.retries().items())
+    # a killed router's own count is lost with it; its successor counts from zero (and may
+    # have been given the same address)
+    retried = 0.0
+    for url, value in faults.retries().items():
+        before = retries_before.get(url, 0.0)
+        retried += value - before if value >= before else value
     errors = f"; errors: {sorted(set(counts.failed))}" if counts.failed else ""
     report(pytestconfig, prefix="faults", line=(
         f"{what}: completed {counts.completed}, retried {retried:.0f}, failed "
