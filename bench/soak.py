@@ -41,12 +41,12 @@ import aiohttp
 import psutil
 import yaml
 
+from bench.goodput import TRACE_NAME, find_trace
 from bench.soak_stats import Record, Sample, counts, latency, memory_growth, per_bin, plot
 from splitserve.engine.tiny_model import SIZES
 from splitserve.local.processes import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACE_NAME = "AzureLLMInferenceTrace_conv.csv"
 MAX_CONTEXT = 2048
 MAX_PROMPT, MAX_OUTPUT = 1024, 64  # tokens, after scaling
 READY_TIMEOUT_S = 600.0
@@ -56,15 +56,6 @@ READY_TIMEOUT_S = 600.0
 class Shape:
     prompt: int
     output: int
-
-
-def find_trace() -> Path:
-    """`shared/traces/` beside the checkout (or beside any folder above it)."""
-    for parent in ROOT.parents:
-        candidate = parent / "shared" / "traces" / TRACE_NAME
-        if candidate.is_file():
-            return candidate
-    raise SystemExit(f"{TRACE_NAME} not found in shared/traces above {ROOT}")
 
 
 def context(model: str) -> int:

@@ -286,31 +286,29 @@ def test_6_autoscaler_scales_the_right_pool_and_drains(
     light_answers = {new_fp: reference_answer(reference_r1, PROMPT, LOAD_TOKENS)[0]}
     heavy_answers = {new_fp: reference_answer(reference_r1, HEAVY_PROMPT, 2)[0]}
     work = tmp_path_factory.mktemp("suite-prometheus")
-    targets = PodTargets(suite, work / "pods.json")
-    prometheus = PrometheusServer(install(), work, [], jobs=[targets.job()],
-                                  host=node_address(suite.kubeconfig))
     url = suite.base_url + "/v1"
-    try:
-        targets.__enter__()
-        wait_for("Prometheus scraping the router and the four workers",
-                 lambda: prometheus.targets_up() >= 2 * REPLICAS + 1, 120, 1.0)
-        suite.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(profile_configmap(
-            suite.namespace)))
-        with LoadRunner(url, NAME, PROMPT, LOAD_TOKENS, light_answers, threads=1, timeout=30,
-                        period=1.5) as light:
-            suite.patch(autoscaling_patch(prometheus.url))
-            lowered = shrink_to_one(suite, ("prefill", "decode"), light)
-            phases = [f"light load: both pools 2 -> 1 in {lowered:.1f}s"]
-            with LoadRunner(url, NAME, HEAVY_PROMPT, 2, heavy_answers, threads=3, timeout=30,
-                            period=0.2) as heavy:
-                raised, took = raise_prefill(suite, heavy)
-                phases.append(f"prompt-heavy load: prefill 1 -> 2 in {raised:.1f}s, the new "
-                              f"worker took prefills after {took:.1f}s; decode stayed at 1")
-            lowered = shrink_to_one(suite, ("prefill",), light)
-            phases.append(f"load dropped: prefill 2 -> 1 in {lowered:.1f}s")
-    finally:
-        targets.__exit__()
-        prometheus.stop()
+    with PodTargets(suite, work / "pods.json") as targets:
+        prometheus = PrometheusServer(install(), work, [], jobs=[targets.job()],
+                                      host=node_address(suite.kubeconfig))
+        try:
+            wait_for("Prometheus scraping the router and the four workers",
+                     lambda: prometheus.targets_up() >= 2 * REPLICAS + 1, 120, 1.0)
+            suite.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(profile_configmap(
+                suite.namespace)))
+            with LoadRunner(url, NAME, PROMPT, LOAD_TOKENS, light_answers, threads=1, timeout=30,
+                            period=1.5) as light:
+                suite.patch(autoscaling_patch(prometheus.url))
+                lowered = shrink_to_one(suite, ("prefill", "decode"), light)
+                phases = [f"light load: both pools 2 -> 1 in {lowered:.1f}s"]
+                with LoadRunner(url, NAME, HEAVY_PROMPT, 2, heavy_answers, threads=3, timeout=30,
+                                period=0.2) as heavy:
+                    raised, took = raise_prefill(suite, heavy)
+                    phases.append(f"prompt-heavy load: prefill 1 -> 2 in {raised:.1f}s, the new "
+                                  f"worker took prefills after {took:.1f}s; decode stayed at 1")
+                lowered = shrink_to_one(suite, ("prefill",), light)
+                phases.append(f"load dropped: prefill 2 -> 1 in {lowered:.1f}s")
+        finally:
+            prometheus.stop()
     suite.timings["autoscaling"] = time.monotonic() - started
     status = suite.service()["status"]
     for line in phases:
