@@ -12,6 +12,11 @@ until the cluster was whole again.
 - a router replica killed: the requests it held, and new connections the Service still sends
   to it until its endpoint is gone, fail with a connection error (nothing can answer them; a
   client retries them), none hangs, and the other replica carries the rest;
+- a prefill worker and then a decode worker cut off by a NetworkPolicy (the service's
+  quarantine label): the pod stays Running and Ready (the node's probes pass) but nothing
+  reaches it and it reaches nothing. The routers notice through gRPC keepalive, retry what they
+  had there and stop offering it; every request completes. The label removed, the worker
+  rejoins every router's pool;
 - the operator's pod deleted, and the kube-apiserver restarted: the data plane does not
   depend on either, so nothing fails; afterwards the operator and the router's discovery work
   again (a deleted worker is replaced and rejoins the router's pool).
@@ -56,6 +61,7 @@ from suite_lib import (
 )
 
 from splitserve.api import metrics as names
+from splitserve.api.names import LABEL_QUARANTINE
 from splitserve.engine.loader import weights_digest
 from splitserve.router.responses import fingerprint
 
@@ -66,6 +72,7 @@ PROMPT = "Faults come while requests run, and every one of them is counted. " * 
 LOAD_TOKENS = 12
 HANG_S = 30.0
 ROUTERS = 2
+NETPOL_CHAIN = "SPLITSERVE-NETPOL"  # the node's policy daemon (e2e/cluster/lib/netpol.sh)
 
 
 @dataclass
@@ -81,6 +88,11 @@ class Faults:
         """Retries counted by each router pod now Ready."""
         return {url: metric_sum(scrape(url), names.ROUTER_RETRIES.series)
                 for url in self.suite.metrics_urls("router")}
+
+    def routers_see(self, role: str, workers: int) -> bool:
+        texts = self.suite.metrics("router")
+        return len(texts) == ROUTERS and all(
+            metric_sum(t, names.ROUTER_WORKERS.series, pool=role) == workers for t in texts)
 
     def whole(self) -> bool:
         """Every pool and the router at full strength, and every router sees every worker."""
@@ -135,14 +147,21 @@ def kill_container(pod: dict[str, Any]) -> None:
 
 
 def under_load(faults: Faults, pytestconfig: pytest.Config, what: str,
-               fault: Callable[[], None]) -> tuple[LoadCounts, float]:
-    """Runs `fault` while the load runs; waits until the cluster is whole again and requests
-    flow; reports and returns the load's counts and the seconds to recovery."""
+               fault: Callable[[], None], heal: Callable[[], None] | None = None
+               ) -> tuple[LoadCounts, float]:
+    """Runs `fault` while the load runs (and, given `heal`, lets requests flow through the
+    damage before healing it); waits until the cluster is whole again and requests flow;
+    reports and returns the load's counts and the seconds to recovery (from the fault, or
+    from the healing)."""
     retries_before = faults.retries()
     with faults.load() as load:
         load.wait_completed(6, 120)
         started = time.monotonic()
         fault()
+        if heal is not None:
+            load.wait_completed(load.snapshot().completed + 12, 120)
+            started = time.monotonic()
+            heal()
         try:
             wait_for(f"the cluster whole again after {what}", lambda: time.monotonic() - started
                      > 1 and faults.whole(), 300, 1.0)
@@ -174,6 +193,56 @@ def test_killed_worker_loses_no_request(faults: Faults, role: str,
                            lambda: kill_container(victim))
     assert_clean(counts)
     assert counts.completed >= 12
+
+
+def netpol_rules() -> str:
+    done = subprocess.run(["iptables", "-w", "-S", NETPOL_CHAIN], capture_output=True,
+                          text=True, check=True)
+    return done.stdout
+
+
+def forget_connections(ip: str) -> None:
+    """Drops the node's connection-tracking entries to and from `ip`. The policy daemon, like
+    most network plugins, lets packets of established connections through, so a new policy
+    alone would spare the long-lived gRPC connections; dropping their entries makes the cut
+    reach them too, as a failed link would."""
+    for flag in ("-d", "-s"):
+        # exit status 1 when there was nothing to delete
+        done = subprocess.run(["conntrack", "-D", flag, ip], capture_output=True, text=True)
+        assert done.returncode in (0, 1), done.stderr
+
+
+@pytest.mark.parametrize("role", ["prefill", "decode"])
+def test_cut_off_worker_loses_no_request(faults: Faults, role: str,
+                                         pytestconfig: pytest.Config) -> None:
+    s = faults.suite
+    victim = s.ready_pods(role)[0]
+    name, ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    noticed: list[float] = []
+
+    def cut() -> None:
+        started = time.monotonic()
+        s.kubectl("label", "pod", name, f"{LABEL_QUARANTINE}=fault-test")
+        # the quarantine policy isolates egress too: the victim gets a chain of its own
+        wait_for("the quarantine enforced", lambda: f"-s {ip}/32 " in netpol_rules(), 60, 0.2)
+        forget_connections(ip)
+        wait_for(f"the routers to stop offering {name}",
+                 lambda: faults.routers_see(role, REPLICAS - 1), 60, 0.5)
+        noticed.append(time.monotonic() - started)
+        # not replaced: the pod is still Ready and not terminating
+        assert name in [p["metadata"]["name"] for p in s.ready_pods(role)]
+
+    def heal() -> None:
+        s.kubectl("label", "pod", name, f"{LABEL_QUARANTINE}-")
+
+    try:
+        counts, _ = under_load(faults, pytestconfig, f"{role} worker cut off", cut, heal)
+    finally:
+        s.kubectl("label", "pod", name, f"{LABEL_QUARANTINE}-", check=False)
+    report(pytestconfig, prefix="faults", line=(
+        f"{role} worker cut off: out of every router's pool {noticed[0]:.1f}s after the label"))
+    assert_clean(counts)
+    assert counts.completed >= 18
 
 
 def test_killed_router_fails_only_what_it_held(faults: Faults,

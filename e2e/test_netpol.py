@@ -199,7 +199,7 @@ def deployed(env: Env) -> Env:
         wait_for(f"pod {ns}/{name} running", lambda ns=ns, name=name: pod_running(env, ns, name),
                  timeout=120)
     for name in ("alpha", "beta"):
-        for suffix in ("workers", "router"):
+        for suffix in ("workers", "router", "quarantine"):
             assert env.kube.get("NetworkPolicy", env.namespace, f"{name}-{suffix}"), suffix
     return env
 
@@ -241,6 +241,31 @@ def test_router_port_open_by_default_and_limited_on_request(deployed: Env) -> No
     assert connect(env, env.metrics_ns, "scraper", beta_router, ROUTER) == "ok"
 
 
+def test_quarantine_label_cuts_a_pod_off_and_back(deployed: Env) -> None:
+    env = deployed
+    decode = pod_of(env, "alpha", "decode")
+    name, ip = decode["metadata"]["name"], decode["status"]["podIP"]
+    alpha_router = pod_of(env, "alpha", "router")["metadata"]["name"]
+    prefill = pod_of(env, "alpha", "prefill")
+    assert connect(env, env.namespace, alpha_router, ip, KV) == "ok"
+    kubectl(env.kubeconfig, "-n", env.namespace, "label", "pod", name,
+            "splitserve.io/quarantine=inspect")
+    try:
+        # nothing of its own service reaches it, and it reaches nothing (egress too)
+        expect(env, env.namespace, alpha_router, ip, KV, "refused")
+        assert connect(env, env.namespace, prefill["metadata"]["name"], ip, HTTP) == "refused"
+        assert connect(env, env.metrics_ns, "scraper", ip, HTTP) == "refused"
+        assert connect(env, env.namespace, name, prefill["status"]["podIP"], KV) == "refused"
+        # the node still reaches it, so its probes pass and it stays in its ReplicaSet
+        assert from_host(ip, HTTP) == "ok"
+        assert connect(env, env.namespace, alpha_router, prefill["status"]["podIP"], KV) == "ok"
+    finally:
+        kubectl(env.kubeconfig, "-n", env.namespace, "label", "pod", name,
+                "splitserve.io/quarantine-")
+    expect(env, env.namespace, alpha_router, ip, KV, "ok")
+    assert connect(env, env.namespace, name, prefill["status"]["podIP"], KV) == "ok"
+
+
 def test_disabling_removes_the_policies(deployed: Env) -> None:
     env = deployed
     alpha_decode = pod_of(env, "alpha", "decode")["status"]["podIP"]
@@ -248,7 +273,8 @@ def test_disabling_removes_the_policies(deployed: Env) -> None:
     expect(env, env.namespace, beta_router, alpha_decode, KV, "refused")
     apply(env, service(env, "alpha", enabled=False))
     wait_for("alpha's NetworkPolicies removed", lambda: not any(
-        env.kube.get("NetworkPolicy", env.namespace, f"alpha-{s}") for s in ("workers", "router")),
+        env.kube.get("NetworkPolicy", env.namespace, f"alpha-{s}")
+        for s in ("workers", "router", "quarantine")),
         timeout=POLICY_DEADLINE)
     expect(env, env.namespace, beta_router, alpha_decode, KV, "ok")
     assert env.kube.get("NetworkPolicy", env.namespace, "beta-workers"), "beta's stay"

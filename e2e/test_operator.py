@@ -42,7 +42,7 @@ CHILDREN = [
     ("Deployment", "{n}-router"), ("Deployment", "{n}-prefill"), ("Deployment", "{n}-decode"),
     ("PodDisruptionBudget", "{n}-prefill"), ("PodDisruptionBudget", "{n}-decode"),
     ("PodDisruptionBudget", "{n}-router"), ("NetworkPolicy", "{n}-workers"),
-    ("NetworkPolicy", "{n}-router"),
+    ("NetworkPolicy", "{n}-router"), ("NetworkPolicy", "{n}-quarantine"),
 ]
 SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
 
@@ -401,7 +401,7 @@ def test_operator_restart_converges_without_duplicates(env: Env) -> None:
                            "NetworkPolicy")}
     assert counts == {"SplitPool": 2, "Deployment": 3, "Service": 3, "ConfigMap": 1,
                       "PodDisruptionBudget": 3, "ServiceAccount": 1, "Role": 1,
-                      "RoleBinding": 1, "NetworkPolicy": 2}
+                      "RoleBinding": 1, "NetworkPolicy": 3}
 
 
 def test_delete_removes_every_child(env: Env) -> None:

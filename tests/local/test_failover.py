@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import openai
@@ -98,21 +99,56 @@ def kill(stack: LocalStack, name: str) -> None:
     wait_for(lambda: not child.alive, 10, f"{name} to die")
 
 
-def test_workers_killed_under_load(stack: LocalStack, reference) -> None:
-    url = stack.url
-    http = {c.name: "http://" + c.ready_fields["http"] for _, c in stack.workers}
-    report: list[str] = []
+def worker_urls(stack: LocalStack) -> dict[str, str]:
+    return {c.name: "http://" + c.ready_fields["http"] for _, c in stack.workers}
 
-    # 1. a decode worker dies while every request is streaming
+
+def decode_fault_while_streaming(stack: LocalStack, reference, max_tokens: int,
+                                 fault: Callable[[str], None]
+                                 ) -> tuple[list[Outcome], list[str], str]:
+    """Eight requests stream; `fault` hits a decode worker running more than one of them.
+    Returns the outcomes (all finished or failed within HANG_S), the colocated answers and the
+    victim's name."""
+    http = worker_urls(stack)
     prompts = [SENTENCE.format(i=i) * 2 for i in range(8)]
-    want = [reference_text(reference, p, 900)[0] for p in prompts]
-    outs, threads = run_load(url, prompts, 900)
+    want = [reference_text(reference, p, max_tokens)[0] for p in prompts]
+    outs, threads = run_load(stack.url, prompts, max_tokens)
     victim = wait_for(lambda: next((n for n in ("decode-0", "decode-1")
                                     if stats(http[n]).get("running", 0) > 1), None),
                       HANG_S, "a decode worker with running requests", step_s=0.01)
-    survivor = "decode-1" if victim == "decode-0" else "decode-0"
-    kill(stack, victim)
+    fault(victim)
     finish(outs, threads, time.monotonic() + HANG_S)
+    return outs, want, victim
+
+
+def prefill_fault_while_prefilling(stack: LocalStack, reference, victim: str,
+                                   fault: Callable[[str], None]
+                                   ) -> tuple[list[Outcome], list[str]]:
+    """Twelve long prompts (~580 tokens each); `fault` hits `victim` while it prefills."""
+    http = worker_urls(stack)
+    prompts = [SENTENCE.format(i=100 + i) * 12 for i in range(12)]
+    want = [reference_text(reference, p, 8)[0] for p in prompts]
+    outs, threads = run_load(stack.url, prompts, 8)
+
+    def prefilling() -> bool:
+        s = stats(http[victim])
+        return bool(s.get("running", 0) or s.get("waiting", 0))
+
+    wait_for(prefilling, HANG_S, f"{victim} to be prefilling", step_s=0.005)
+    fault(victim)
+    finish(outs, threads, time.monotonic() + HANG_S)
+    return outs, want
+
+
+def test_workers_killed_under_load(stack: LocalStack, reference) -> None:
+    url = stack.url
+    http = worker_urls(stack)
+    report: list[str] = []
+
+    # 1. a decode worker dies while every request is streaming
+    outs, want, victim = decode_fault_while_streaming(
+        stack, reference, 900, lambda name: kill(stack, name))
+    survivor = "decode-1" if victim == "decode-0" else "decode-0"
     failed = [o.error for o in outs if o.error]
     retries = router_counts(stack, names.ROUTER_RETRIES)
     report.append(f"decode killed: {len(outs)} requests, {len(failed)} failed, "
@@ -123,20 +159,11 @@ def test_workers_killed_under_load(stack: LocalStack, reference) -> None:
     assert [o.text for o in outs] == want
 
     # 2. a prefill worker dies while long prompts are being prefilled
-    prompts = [SENTENCE.format(i=100 + i) * 12 for i in range(12)]  # ~580 tokens each
-    want = [reference_text(reference, p, 8)[0] for p in prompts]
     sent_before = counter_sum(get(http["prefill-1"] + "/metrics"),
                               names.KV_TRANSFER_BYTES.series)
     retries_before = sum(router_counts(stack, names.ROUTER_RETRIES).values())
-    outs, threads = run_load(url, prompts, 8)
-
-    def prefilling() -> bool:
-        s = stats(http["prefill-0"])
-        return bool(s.get("running", 0) or s.get("waiting", 0))
-
-    wait_for(prefilling, HANG_S, "prefill-0 to be prefilling", step_s=0.005)
-    kill(stack, "prefill-0")
-    finish(outs, threads, time.monotonic() + HANG_S)
+    outs, want = prefill_fault_while_prefilling(stack, reference, "prefill-0",
+                                                lambda name: kill(stack, name))
     failed = [o.error for o in outs if o.error]
     retries = router_counts(stack, names.ROUTER_RETRIES)
     report.append(f"prefill killed: {len(outs)} requests, {len(failed)} failed, "
@@ -149,7 +176,8 @@ def test_workers_killed_under_load(stack: LocalStack, reference) -> None:
 
     # 3. the last prefill worker dies: prompts are prefilled on decode, visibly
     kill(stack, "prefill-1")
-    outs, threads = run_load(url, prompts[:4], 8)
+    prompts = [SENTENCE.format(i=100 + i) * 12 for i in range(4)]
+    outs, threads = run_load(url, prompts, 8)
     finish(outs, threads, time.monotonic() + HANG_S)
     local = router_counts(stack, names.ROUTER_LOCAL_PREFILL)
     report.append(f"no prefill worker: {len(outs)} requests, "

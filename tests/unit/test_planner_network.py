@@ -1,7 +1,8 @@
 """The NetworkPolicies planned for a SplitService, judged by what they let through.
 
-`reaches` evaluates ingress NetworkPolicies the way the Kubernetes API defines them (selected
-pods are isolated; a connection passes when some rule's peers and ports match), so each test
+`reaches` evaluates NetworkPolicies the way the Kubernetes API defines them (a pod selected by a
+policy of a direction is isolated in that direction; a connection passes when the source may send
+it and the destination may take it, each by some rule whose peers and ports match), so each test
 states who may connect to which port rather than the exact shape of the objects.
 """
 
@@ -73,22 +74,30 @@ def peer_matches(peer: dict[str, Any], src: Pod, policy_ns: str) -> bool:
     return matches(peer.get("podSelector"), src.labels)
 
 
-def reaches(planned: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> bool:
-    selecting = [p for p in planned if p["metadata"]["namespace"] == dst.namespace
-                 and "Ingress" in p["spec"]["policyTypes"]
-                 and matches(p["spec"]["podSelector"], dst.labels)]
+def allowed(planned: list[dict[str, Any]], direction: str, pod: Pod, peer: Pod,
+            port: int) -> bool:
+    """Whether `pod` may take (Ingress) or send (Egress) a connection from or to `peer`."""
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [p for p in planned if p["metadata"]["namespace"] == pod.namespace
+                 and direction in p["spec"]["policyTypes"]
+                 and matches(p["spec"]["podSelector"], pod.labels)]
     if not selecting:
         return True
     for p in selecting:
-        for rule in p["spec"].get("ingress", []):
+        for rule in p["spec"].get(key, []):
             ports = rule.get("ports")
             if ports and not any(x["port"] == port and x["protocol"] == "TCP" for x in ports):
                 continue
-            peers = rule.get("from")
-            if not peers or any(peer_matches(peer, src, p["metadata"]["namespace"])
-                                for peer in peers):
+            peers = rule.get(peers_key)
+            if not peers or any(peer_matches(x, peer, p["metadata"]["namespace"])
+                                for x in peers):
                 return True
     return False
+
+
+def reaches(planned: list[dict[str, Any]], src: Pod, dst: Pod, port: int) -> bool:
+    return allowed(planned, "Egress", src, dst, port) and \
+        allowed(planned, "Ingress", dst, src, port)
 
 
 def test_worker_grpc_port_only_from_the_same_service() -> None:
@@ -162,20 +171,41 @@ def test_both_selectors_in_one_peer_must_both_match() -> None:
     assert not reaches(planned, Pod("ml", {"tier": "web"}), dst, ROUTER)
 
 
-def test_policies_are_owned_labelled_and_ingress_only() -> None:
+def quarantined(pod: Pod) -> Pod:
+    return Pod(pod.namespace, {**pod.labels, "splitserve.io/quarantine": "true"})
+
+
+def test_a_quarantined_pod_is_cut_off() -> None:
+    planned = policies(service())
+    for pod in (worker("llama", "prefill"), worker("llama", "decode"), router("llama")):
+        cut = quarantined(pod)
+        for peer in (router("llama"), worker("llama", "prefill"), worker("llama", "decode"),
+                     Pod("monitoring"), Pod("default")):
+            for port in (KV, HTTP, ROUTER, 53, 443):
+                assert not reaches(planned, peer, cut, port), (peer, cut, port)
+                assert not reaches(planned, cut, peer, port), (cut, peer, port)
+    # the rest of the service keeps its paths, and the label means nothing to another service
+    assert reaches(planned, router("llama"), worker("llama"), KV)
+    assert reaches(planned, quarantined(router("other")), worker("other"), KV)
+
+
+def test_policies_are_owned_labelled_and_leave_egress_open() -> None:
     for p in policies(service()):
         meta = p["metadata"]
         assert meta["namespace"] == "ml"
         assert meta["ownerReferences"][0]["uid"] == UID
         assert meta["ownerReferences"][0]["controller"] is True
         assert meta["labels"]["splitserve.io/service"] == "llama"
-        assert p["spec"]["policyTypes"] == ["Ingress"]  # egress stays open (DNS, the API)
+    # egress stays open (DNS, the API server) for every pod not quarantined
+    for pod in (worker("llama", "prefill"), worker("llama", "decode"), router("llama")):
+        assert reaches(policies(service()), pod, Pod("kube-system"), 53)
 
 
 def test_disabled_plans_none_and_retires_them() -> None:
     obj = service(networkPolicy={"enabled": False})
     assert policies(obj) == []
-    assert sorted(retired_children(obj)) == [("NetworkPolicy", "llama-router"),
+    assert sorted(retired_children(obj)) == [("NetworkPolicy", "llama-quarantine"),
+                                              ("NetworkPolicy", "llama-router"),
                                               ("NetworkPolicy", "llama-workers")]
     assert retired_children(service()) == []
 

@@ -56,6 +56,7 @@ def test_every_child_kind_is_planned_once() -> None:
         ("Deployment", "llama-router"), ("PodDisruptionBudget", "llama-prefill"),
         ("PodDisruptionBudget", "llama-decode"), ("PodDisruptionBudget", "llama-router"),
         ("NetworkPolicy", "llama-workers"), ("NetworkPolicy", "llama-router"),
+        ("NetworkPolicy", "llama-quarantine"),
     }
 
 

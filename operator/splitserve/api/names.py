@@ -13,6 +13,8 @@ LABEL_VERSION = "app.kubernetes.io/version"
 LABEL_SERVICE = "splitserve.io/service"
 LABEL_POOL = "splitserve.io/pool"
 LABEL_ROLE = "splitserve.io/role"
+# set by hand on a pod of a service to cut it off from the network (see docs/install.md)
+LABEL_QUARANTINE = "splitserve.io/quarantine"
 
 ANNOTATION_CONFIG_HASH = "splitserve.io/config-hash"
 ANNOTATION_SPEC_HASH = "splitserve.io/spec-hash"

@@ -9,6 +9,7 @@ import grpc
 
 from splitserve.kvtransfer.tls import TLSFiles
 from splitserve.router.registry import Registry
+from splitserve.worker import keepalive
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 
 class WorkerClients:
     """One grpc.aio channel per worker address, closed when discovery drops the address; with
-    TLS files, channels present the certificate and verify the workers' (mTLS)."""
+    TLS files, channels present the certificate and verify the workers' (mTLS). Channels ping
+    (see keepalive), so calls on a worker the network cut off fail instead of waiting."""
 
     def __init__(self, tls: TLSFiles | None = None) -> None:
         self._tls = tls
@@ -27,11 +29,11 @@ class WorkerClients:
     def _open(self, address: str) -> grpc.aio.Channel:
         tls = self._tls
         if tls is None:
-            return grpc.aio.insecure_channel(address)
+            return grpc.aio.insecure_channel(address, options=keepalive.CLIENT)
         creds = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key,
                                              certificate_chain=tls.cert)
         return grpc.aio.secure_channel(address, creds, options=[
-            ("grpc.ssl_target_name_override", tls.server_name)])
+            *keepalive.CLIENT, ("grpc.ssl_target_name_override", tls.server_name)])
 
     def stub(self, address: str) -> pb_grpc.WorkerStub:
         stub = self._stubs.get(address)

@@ -17,6 +17,7 @@ from splitserve.kvtransfer import kvtransfer_pb2 as kv
 from splitserve.kvtransfer.receiver import KVReceiver
 from splitserve.kvtransfer.receiver import add_to_server as add_kv_receiver
 from splitserve.kvtransfer.tls import TLSFiles, server_credentials
+from splitserve.worker import keepalive
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.config import WorkerConfig, from_args, resolve_model
 from splitserve.worker.engine_loop import EngineLoop
@@ -95,7 +96,8 @@ class Worker:
             max_message_bytes=cfg.max_message_bytes, tls=self.tls), self.metrics)
         limit = cfg.max_message_bytes
         self.grpc = grpc.server(ThreadPoolExecutor(max_workers=64, thread_name_prefix="grpc"),
-                                options=[("grpc.max_send_message_length", limit),
+                                options=[*keepalive.SERVER,
+                                         ("grpc.max_send_message_length", limit),
                                          ("grpc.max_receive_message_length", limit)],
                                 interceptors=[RefuseMalformed()])
         pb_grpc.add_WorkerServicer_to_server(self.service, self.grpc)

@@ -19,6 +19,7 @@ from splitserve.kvtransfer import kvtransfer_pb2 as kv
 from splitserve.kvtransfer.receiver import abort
 from splitserve.kvtransfer.sender import KVPush, PushOptions, TransferError
 from splitserve.kvtransfer.tls import TLSFiles, open_channel
+from splitserve.worker import keepalive
 from splitserve.worker import worker_pb2 as pb
 from splitserve.worker import worker_pb2_grpc as pb_grpc
 from splitserve.worker.engine_loop import EngineLoop, EngineStopped
@@ -115,6 +116,7 @@ class WorkerService(pb_grpc.WorkerServicer):
             if channel is None:
                 limit = self._options.max_message_bytes
                 channel = open_channel(address, self._options.tls, [
+                    *keepalive.CLIENT,
                     ("grpc.max_send_message_length", limit),
                     ("grpc.max_receive_message_length", limit),
                 ])

@@ -5,9 +5,13 @@
   peer pool); the HTTP port (metrics, probes) also from `networkPolicy.metricsNamespaces`.
 - `<service>-router` selects the router pods: their port takes connections from
   `networkPolicy.routerFrom`, or from everywhere when that list is empty.
+- `<service>-quarantine` selects the service's pods labelled `splitserve.io/quarantine` and
+  lets nothing in or out. The two policies above leave such pods out, both as the pods they
+  protect and as peers, so the label alone cuts a pod off (NetworkPolicies only ever add what
+  they allow, so the deny would otherwise lose to the service's own allow rules).
 
-Both restrict ingress only. Kubelet probes and other traffic from the node pass wherever the
-network plugin follows the usual convention of allowing node-originated traffic.
+The first two restrict ingress only. Kubelet probes and other traffic from the node pass
+wherever the network plugin follows the usual convention of allowing node-originated traffic.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from splitserve.api import SplitServiceSpec
-from splitserve.api.names import LABEL_ROLE, LABEL_SERVICE, Role
+from splitserve.api.names import LABEL_QUARANTINE, LABEL_ROLE, LABEL_SERVICE, Role
 from splitserve.operator.planner import naming
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace by the API server
 KIND = "NetworkPolicy"
+NOT_QUARANTINED = {"key": LABEL_QUARANTINE, "operator": "DoesNotExist"}
 
 
 def workers_policy_name(service: str) -> str:
@@ -30,9 +35,14 @@ def router_policy_name(service: str) -> str:
     return f"{service}-router"
 
 
+def quarantine_policy_name(service: str) -> str:
+    return f"{service}-quarantine"
+
+
 def policy_names(service: str) -> list[str]:
     """Every NetworkPolicy a service may own (to remove them when the section is disabled)."""
-    return [workers_policy_name(service), router_policy_name(service)]
+    return [workers_policy_name(service), router_policy_name(service),
+            quarantine_policy_name(service)]
 
 
 def network_policies(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
@@ -40,7 +50,8 @@ def network_policies(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
     """The service's NetworkPolicies; none when `networkPolicy.enabled` is false."""
     if not spec.network_policy.enabled:
         return []
-    return [_workers(owner, name, spec, worker_http_port), _router(owner, name, spec)]
+    return [_workers(owner, name, spec, worker_http_port), _router(owner, name, spec),
+            _quarantine(owner, name)]
 
 
 def _tcp(port: int) -> dict[str, Any]:
@@ -49,7 +60,8 @@ def _tcp(port: int) -> dict[str, Any]:
 
 def _workers(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
              http_port: int) -> dict[str, Any]:
-    same_service = {"podSelector": {"matchLabels": {LABEL_SERVICE: name}}}
+    same_service = {"podSelector": {"matchLabels": {LABEL_SERVICE: name},
+                                    "matchExpressions": [NOT_QUARANTINED]}}
     ingress: list[dict[str, Any]] = [
         {"from": [same_service], "ports": [_tcp(spec.kv_transfer.port), _tcp(http_port)]},
     ]
@@ -68,7 +80,8 @@ def _workers(owner: dict[str, Any], name: str, spec: SplitServiceSpec,
             "podSelector": {
                 "matchLabels": {LABEL_SERVICE: name},
                 "matchExpressions": [{"key": LABEL_ROLE, "operator": "In",
-                                      "values": [Role.PREFILL.value, Role.DECODE.value]}],
+                                      "values": [Role.PREFILL.value, Role.DECODE.value]},
+                                     NOT_QUARANTINED],
             },
             "policyTypes": ["Ingress"],
             "ingress": ingress,
@@ -86,8 +99,23 @@ def _router(owner: dict[str, Any], name: str, spec: SplitServiceSpec) -> dict[st
         "metadata": naming.child_metadata(owner, router_policy_name(name),
                                           naming.labels(name, Role.ROUTER)),
         "spec": {
-            "podSelector": {"matchLabels": naming.selector(name, Role.ROUTER)},
+            "podSelector": {"matchLabels": naming.selector(name, Role.ROUTER),
+                            "matchExpressions": [NOT_QUARANTINED]},
             "policyTypes": ["Ingress"],
             "ingress": [rule],
+        },
+    }
+
+
+def _quarantine(owner: dict[str, Any], name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": KIND,
+        "metadata": naming.child_metadata(owner, quarantine_policy_name(name),
+                                          naming.labels(name)),
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_SERVICE: name},
+                            "matchExpressions": [{"key": LABEL_QUARANTINE,
+                                                  "operator": "Exists"}]},
+            "policyTypes": ["Ingress", "Egress"],
         },
     }
