@@ -21,6 +21,9 @@ CLIENT: list[tuple[str, int | str]] = [
     ("grpc.keepalive_timeout_ms", PING_TIMEOUT_MS),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # any ping unanswered this long closes the connection (flow-control pings hold back
+    # keepalive pings while they are in flight)
+    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_MS),
