@@ -35,4 +35,5 @@ if [[ -S $SS_CONTAINERD_SOCK ]] && ctr_ version >/dev/null 2>&1; then
 else
   log "the cluster's containerd is not running; $name stays in buildah's storage only"
 fi
+prune_older_builds "$name"
 echo "$name"

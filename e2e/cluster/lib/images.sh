@@ -78,3 +78,27 @@ load_image() {
   mkdir -p "${stamp%/*}"; echo "$id" >"$stamp"
   log "loaded $name into the node's containerd"
 }
+
+# prune_older_builds NAME: removes the other source-hash tags (`:src-*`) of NAME's repository,
+# earlier builds of the tree, from buildah's storage and the node's containerd, except what a
+# container still uses; one image per source change would otherwise fill the disk.
+prune_older_builds() {
+  local name repo ref in_use=""
+  name=$(qualify_image "$1")
+  repo=${name%:*}
+  [[ ${name##*:} == src-* ]] || return 0
+  if [[ -S $SS_CONTAINERD_SOCK ]] && ctr_ version >/dev/null 2>&1; then
+    in_use=$(ctr_ containers ls 2>/dev/null | awk 'NR > 1 {print $2}')
+    for ref in $(ctr_ images ls -q | grep -F "$repo:src-" || true); do
+      [[ $ref == "$name" ]] && continue
+      grep -qxF "$ref" <<<"$in_use" && continue
+      ctr_ images rm "$ref" >/dev/null && log "removed $ref from the node's containerd"
+    done
+  fi
+  for ref in $(buildah_ images --format '{{.Name}}:{{.Tag}}' | grep -F "$repo:src-" || true); do
+    [[ $ref == "$name" ]] && continue
+    grep -qxF "$ref" <<<"$in_use" && continue
+    buildah_ rmi "$ref" >/dev/null 2>&1 && log "removed $ref from buildah's storage"
+  done
+  return 0
+}
