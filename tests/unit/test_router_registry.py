@@ -9,7 +9,7 @@ import pytest
 
 from splitserve.router.admission import Admission
 from splitserve.router.config import from_args
-from splitserve.router.discovery import parse_static, ready_addresses
+from splitserve.router.discovery import endpoint_addresses, parse_static, ready_addresses
 from splitserve.router.errors import ApiError
 from splitserve.router.registry import Registry
 
@@ -43,6 +43,42 @@ def test_registry_availability_follows_polls_and_drain() -> None:
     assert reg.summary()["decode"]["known"] == 1
     with pytest.raises(ValueError, match="role"):
         reg.set_endpoints("router", [])
+
+
+def test_standby_workers_serve_only_while_no_ready_one_can() -> None:
+    reg = Registry()
+    reg.set_endpoints("decode", ["a:1"], standby=["b:1"])
+    stats(reg, "a:1")
+    stats(reg, "b:1")
+    assert [w.address for w in reg.available("decode")] == ["a:1"]
+    assert (reg.summary()["decode"]["ready"], reg.summary()["decode"]["standby"]) == (1, 1)
+    # every pod listed not ready (a node whose lease lapsed while the API server was away):
+    # the workers that still answer keep serving
+    reg.set_endpoints("decode", [], standby=["a:1", "b:1"])
+    assert [w.address for w in reg.available("decode")] == ["a:1", "b:1"]
+    assert reg.summary()["decode"]["ready"] == 0
+    # ... but never one that fails its polls or drains
+    reg.mark_down("a:1")
+    stats(reg, "b:1", draining=True)
+    assert reg.available("decode") == []
+    # a ready worker that is down or excluded lets a standby one serve
+    reg.set_endpoints("decode", ["a:1"], standby=["c:1"])
+    stats(reg, "c:1")
+    assert [w.address for w in reg.available("decode")] == ["c:1"]
+    stats(reg, "a:1")
+    assert [w.address for w in reg.available("decode")] == ["a:1"]
+    assert [w.address for w in reg.available("decode", exclude={"a:1"})] == ["c:1"]
+    # gone from discovery altogether (a terminating pod): forgotten
+    reg.set_endpoints("decode", ["a:1"])
+    assert reg.endpoints("decode") == ["a:1"]
+
+
+def test_endpoint_addresses_split_ready_and_standby() -> None:
+    s = slice_("svc", 50051, [(["10.0.0.1"], {"ready": True}),
+                             (["10.0.0.2"], {"ready": False}),
+                             (["10.0.0.3"], {"ready": False, "terminating": True}),
+                             (["10.0.0.4"], {"ready": True, "terminating": True})])
+    assert endpoint_addresses([s]) == (["10.0.0.1:50051"], ["10.0.0.2:50051"])
 
 
 def slice_(service: str, port: int, eps: list[tuple[list[str], dict]]) -> dict:

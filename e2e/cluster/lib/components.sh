@@ -116,7 +116,8 @@ start_controllers() {
     --use-service-account-credentials \
     --cluster-signing-cert-file "$SS_PKI/ca.crt" --cluster-signing-key-file "$SS_PKI/ca.key" \
     --cluster-cidr "$SS_CLUSTER_CIDR" --service-cluster-ip-range "$SS_SERVICE_CIDR" \
-    --allocate-node-cidrs=false --profiling=false --v 1
+    --allocate-node-cidrs=false --profiling=false --v 1 \
+    --node-monitor-grace-period 180s
   start_daemon kube-scheduler "$SS_K8S_BIN/kube-scheduler" \
     --kubeconfig "$SS_STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig "$SS_STATE/scheduler.kubeconfig" \

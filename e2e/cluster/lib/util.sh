@@ -16,13 +16,23 @@ wait_until() {
 }
 
 # start_daemon NAME COMMAND...: runs COMMAND detached (own session, no inherited stdio) with its
-# log in $SS_LOGS/NAME.log and its pid in $SS_PIDS/NAME.pid; does nothing if it already runs.
+# log in $SS_LOGS/NAME.log and its pid in $SS_PIDS/NAME.pid; does nothing if it already runs
+# with the same command line, and restarts it when the command line changed (a new flag or
+# binary version takes effect on the next up.sh).
 start_daemon() {
   local name=$1; shift
-  if daemon_running "$name"; then log "$name already running (pid $(<"$SS_PIDS/$name.pid"))"; return; fi
+  local cmdfile=$SS_PIDS/$name.cmd
+  if daemon_running "$name"; then
+    if [[ -f $cmdfile && $(<"$cmdfile") == "$*" ]]; then
+      log "$name already running (pid $(<"$SS_PIDS/$name.pid"))"; return
+    fi
+    log "$name runs with another command line; restarting it"
+    stop_daemon "$name" 60
+  fi
   mkdir -p "$SS_LOGS" "$SS_PIDS"
   setsid "$@" </dev/null >>"$SS_LOGS/$name.log" 2>&1 8>&- 9>&- &
   echo $! >"$SS_PIDS/$name.pid"
+  printf '%s' "$*" >"$cmdfile"
   log "started $name (pid $!, log $SS_LOGS/$name.log)"
 }
 
@@ -44,7 +54,7 @@ stop_daemon() {
     fi
     log "stopped $name"
   fi
-  rm -f "$pidfile"
+  rm -f "$pidfile" "$SS_PIDS/$name.cmd"
 }
 
 require_root() {

@@ -1,8 +1,10 @@
 """Where the workers are: a static list, or the EndpointSlices of the pool Services.
 
-`ready_addresses` is the pure part. `EndpointSliceWatch` is a thin thread around the
+`endpoint_addresses` is the pure part. `EndpointSliceWatch` is a thin thread around the
 kubernetes client's watch: it lists, then watches from that resource version, and re-lists
-after any error; every change hands the role's full ready-address list to `on_change`.
+after any error; every change hands the role's full address lists to `on_change`: the ready
+endpoints, and the standby ones (listed as not ready but not terminating either: what a node
+whose kubelet lost the API server for a while looks like, see Registry).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 KV_PORT_NAME = "kv"
 
-OnChange = Callable[[str, list[str]], None]  # role, ready addresses "host:port"
+OnChange = Callable[[str, list[str], list[str]], None]  # role, ready and standby "host:port"
 
 
 def parse_static(text: str, what: str) -> list[str]:
@@ -45,24 +47,31 @@ def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
-def ready_addresses(slices: Iterable[Any], port_name: str = KV_PORT_NAME) -> list[str]:
-    """Ready endpoints of EndpointSlices (dicts in API shape or kubernetes client objects)
-    -> sorted unique `host:port` of the named port. An endpoint whose `ready` condition is
-    unset counts as ready, as the API documents; terminating ones are not."""
-    out: set[str] = set()
+def endpoint_addresses(slices: Iterable[Any], port_name: str = KV_PORT_NAME
+                       ) -> tuple[list[str], list[str]]:
+    """EndpointSlices (dicts in API shape or kubernetes client objects) -> sorted unique
+    `host:port` of the named port: (ready, standby). An endpoint whose `ready` condition is
+    unset counts as ready, as the API documents; one not ready is standby unless it is
+    terminating; terminating ones are neither."""
+    ready: set[str] = set()
+    standby: set[str] = set()
     for s in slices:
         port = next((p for p in (_get(s, "ports") or []) if _get(p, "name") == port_name), None)
         number = _get(port, "port")
         if number is None:
             continue
         for ep in _get(s, "endpoints") or []:
-            ready = _get(ep, "conditions", "ready")
-            if ready is False or _get(ep, "conditions", "terminating") is True:
+            if _get(ep, "conditions", "terminating") is True:
                 continue
+            into = standby if _get(ep, "conditions", "ready") is False else ready
             for address in _get(ep, "addresses") or []:
                 host = f"[{address}]" if ":" in address else address
-                out.add(f"{host}:{number}")
-    return sorted(out)
+                into.add(f"{host}:{number}")
+    return sorted(ready), sorted(standby - ready)
+
+
+def ready_addresses(slices: Iterable[Any], port_name: str = KV_PORT_NAME) -> list[str]:
+    return endpoint_addresses(slices, port_name)[0]
 
 
 class EndpointSliceWatch:
@@ -89,7 +98,7 @@ class EndpointSliceWatch:
         for service, role in self._roles.items():
             mine = [s for s in self._slices.values()
                     if (_get(s, "metadata", "labels") or {}).get(SERVICE_NAME_LABEL) == service]
-            self._on_change(role, ready_addresses(mine, self._port_name))
+            self._on_change(role, *endpoint_addresses(mine, self._port_name))
 
     def _run(self) -> None:
         from kubernetes import client, config, watch

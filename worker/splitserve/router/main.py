@@ -59,9 +59,10 @@ async def serve(cfg: RouterConfig) -> None:
     loop = asyncio.get_running_loop()
     watch = None
     if cfg.discovery == "endpointslices":
-        def changed(role: str, addresses: list[str]) -> None:
-            loop.call_soon_threadsafe(registry.set_endpoints, role, addresses)
-            log.info("discovered %s workers: %s", role, addresses)
+        def changed(role: str, ready: list[str], standby: list[str]) -> None:
+            loop.call_soon_threadsafe(registry.set_endpoints, role, ready, standby)
+            log.info("discovered %s workers: %s%s", role, ready,
+                     f"; standby (listed not ready): {standby}" if standby else "")
 
         watch = EndpointSliceWatch(cfg.namespace, {"prefill": cfg.prefill_service,
                                                    "decode": cfg.decode_service}, changed)

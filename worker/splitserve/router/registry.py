@@ -5,6 +5,13 @@ down; the dispatcher marks a worker down the moment a call to it fails as unavai
 counts its own in-flight requests. A worker is offered for new work when discovery lists it,
 its last poll succeeded and it is not draining: a worker is first polled before it gets work,
 so its load and the checkpoint it serves are known when it is paired.
+
+Discovery may also list a worker as standby: Kubernetes says it is not ready, but its pod is
+not terminating. Standby workers are polled like the others and offered only while no ready
+worker of their role is available. That keeps serving through what the control plane cannot
+see: when the API server is away long enough for the node's lease to lapse, every pod on the
+node is marked not ready although each still answers. A worker that really cannot serve fails
+its polls or reports draining, and is not offered either way.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ class WorkerState:
     up: bool = True
     polled: bool = False
     draining: bool = False
+    standby: bool = False  # listed by discovery as not ready (see the module docstring)
     load: WorkerLoad = field(default_factory=lambda: WorkerLoad(""))
 
 
@@ -39,14 +47,18 @@ class Registry:
             raise ValueError(f"role={role!r}: expected one of {list(ROLES)}")
         return self._workers[role]
 
-    def set_endpoints(self, role: str, addresses: Iterable[str]) -> None:
+    def set_endpoints(self, role: str, addresses: Iterable[str],
+                      standby: Iterable[str] = ()) -> None:
         known = self._check_role(role)
-        wanted = set(addresses)
+        ready = set(addresses)
+        wanted = ready | set(standby)
         for gone in set(known) - wanted:
             del known[gone]
         for address in wanted - set(known):
             known[address] = WorkerState(address, load=WorkerLoad(address,
                                                                   block_size=self._block_size))
+        for address, state in known.items():
+            state.standby = address not in ready
 
     def endpoints(self, role: str) -> list[str]:
         return sorted(self._check_role(role))
@@ -87,18 +99,23 @@ class Registry:
 
     def available(self, role: str, exclude: Iterable[str] = ()) -> list[WorkerLoad]:
         skip = set(exclude)
+        offered = [(a, s) for a, s in sorted(self._check_role(role).items())
+                   if s.up and s.polled and not s.draining and a not in skip]
+        ready = [(a, s) for a, s in offered if not s.standby]
         return [dataclasses.replace(s.load, inflight=self._inflight.get(a, 0),
                                     inflight_prompt_tokens=self._inflight_tokens.get(a, 0))
-                for a, s in sorted(self._check_role(role).items())
-                if s.up and s.polled and not s.draining and a not in skip]
+                for a, s in ready or offered]
 
     def summary(self) -> dict[str, dict[str, int]]:
-        """Per role: known, available, running and waiting sequences, queued prompt tokens."""
+        """Per role: known, available (ready; standby ones apart), running and waiting
+        sequences, queued prompt tokens."""
         out = {}
         for role, workers in self._workers.items():
-            ready = [s for s in workers.values() if s.up and s.polled and not s.draining]
+            up = [s for s in workers.values() if s.up and s.polled and not s.draining]
+            ready = [s for s in up if not s.standby] or up
             out[role] = {
-                "known": len(workers), "ready": len(ready),
+                "known": len(workers), "ready": len([s for s in up if not s.standby]),
+                "standby": len([s for s in up if s.standby]),
                 "running": sum(s.load.running for s in ready),
                 "waiting": sum(s.load.waiting for s in ready),
                 "queued_prompt_tokens": sum(s.load.queued_prompt_tokens for s in ready),
