@@ -139,7 +139,8 @@ class RouterApp:
 
     async def health(self, request: web.Request) -> web.Response:
         pools = self.registry.summary()
-        ok = pools["decode"]["ready"] > 0 and not self.draining
+        # ready while some decode worker would be offered (a standby one included)
+        ok = bool(self.registry.available("decode")) and not self.draining
         return web.json_response({"ready": ok, "draining": self.draining, "pools": pools},
                                  status=200 if ok else 503)
 
