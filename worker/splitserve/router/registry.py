@@ -112,14 +112,15 @@ class Registry:
         out = {}
         for role, workers in self._workers.items():
             up = [s for s in workers.values() if s.up and s.polled and not s.draining]
-            ready = [s for s in up if not s.standby] or up
+            ready = [s for s in up if not s.standby]
+            standby = [s for s in up if s.standby]
+            serving = ready or standby  # the workers `available` offers
             out[role] = {
-                "known": len(workers), "ready": len([s for s in up if not s.standby]),
-                "standby": len([s for s in up if s.standby]),
-                "running": sum(s.load.running for s in ready),
-                "waiting": sum(s.load.waiting for s in ready),
-                "queued_prompt_tokens": sum(s.load.queued_prompt_tokens for s in ready),
-                "kv_blocks_used": sum(s.load.kv_blocks_used for s in ready),
-                "kv_blocks_total": sum(s.load.kv_blocks_total for s in ready),
+                "known": len(workers), "ready": len(ready), "standby": len(standby),
+                "running": sum(s.load.running for s in serving),
+                "waiting": sum(s.load.waiting for s in serving),
+                "queued_prompt_tokens": sum(s.load.queued_prompt_tokens for s in serving),
+                "kv_blocks_used": sum(s.load.kv_blocks_used for s in serving),
+                "kv_blocks_total": sum(s.load.kv_blocks_total for s in serving),
             }
         return out
