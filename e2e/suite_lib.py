@@ -3,6 +3,7 @@ generator that counts every outcome, and readers of the node's and the release's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
@@ -190,10 +191,7 @@ def report(config: pytest.Config, line: str, prefix: str = "suite") -> None:
     capture = config.pluginmanager.getplugin("capturemanager")
     if reporter is None:
         return
-    if capture is None:
-        reporter.write_line(f"[{prefix}] {line}")
-        return
-    with capture.global_and_fixture_disabled():
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.write_line(f"[{prefix}] {line}")
 
 

@@ -52,12 +52,10 @@ start_netpol() {
 
 # The FORWARD jump and every chain netpol made (its own --cleanup does the same).
 remove_netpol_chains() {
-  local chain
+  local chain chains
   while iptables -w -D FORWARD -j SPLITSERVE-NETPOL 2>/dev/null; do :; done
-  for chain in $(iptables -w -S 2>/dev/null | awk '$1 == "-N" && ($2 == "SPLITSERVE-NETPOL" || $2 ~ /^SSNP-/) { print $2 }'); do
-    iptables -w -F "$chain" 2>/dev/null || true
-  done
-  for chain in $(iptables -w -S 2>/dev/null | awk '$1 == "-N" && ($2 == "SPLITSERVE-NETPOL" || $2 ~ /^SSNP-/) { print $2 }'); do
-    iptables -w -X "$chain" 2>/dev/null || true
-  done
+  chains=$(iptables -w -S 2>/dev/null | awk '$1 == "-N" && ($2 == "SPLITSERVE-NETPOL" || $2 ~ /^SSNP-/) { print $2 }')
+  # every chain emptied before any is deleted: they jump to one another
+  for chain in $chains; do iptables -w -F "$chain" 2>/dev/null || true; done
+  for chain in $chains; do iptables -w -X "$chain" 2>/dev/null || true; done
 }
